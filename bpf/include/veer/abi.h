@@ -1,0 +1,188 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * veer ABI: every type and constant shared by the BPF programs and the C++
+ * userspace. This is the only definition: userspace includes this file, it
+ * never mirrors it, and checks the layout with static_assert
+ * (userspace/lib/abi_check.cc).
+ *
+ * No includes on purpose: the includer provides __u8/__u16/__u32/__u64
+ * (<linux/types.h> in userspace, vmlinux or <linux/types.h> in BPF).
+ *
+ * Byte order: addresses and ports are stored in NETWORK order everywhere
+ * (they are copied straight from/to packet headers); all other fields are
+ * host order.
+ *
+ * Changing a struct here changes the pinned maps: bump VEER_ABI_VERSION so a
+ * new veerd refuses to adopt pins of an incompatible layout.
+ */
+#ifndef VEER_ABI_H
+#define VEER_ABI_H
+
+#define VEER_ABI_VERSION 1
+
+/* Limits (SPEC §1). */
+#define VEER_MAX_SERVICES 64
+#define VEER_MAX_VARIANTS 8
+#define VEER_MAX_BACKENDS 64 /* per variant */
+
+/* Slots per table: 10,000 gives exactly 0.01 % per slot, so a weight in
+ * basis points is exactly a slot count (SPEC §1 resolution). */
+#define VEER_SLOTS 10000
+#define VEER_WEIGHT_TOTAL 10000 /* basis points: 100.00 % */
+
+#define VEER_VARIANT_NONE 0xff
+
+#define VEER_AF_INET 4
+#define VEER_AF_INET6 6
+
+#define VEER_PROTO_TCP 6
+#define VEER_PROTO_UDP 17
+
+enum veer_affinity {
+	VEER_AFFINITY_CONNECTION = 0, /* hash the 5-tuple */
+	VEER_AFFINITY_CLIENT_IP = 1,  /* hash the client address only */
+};
+
+/* An IPv4 address is stored in addr[0], addr[1..3] are zero. */
+struct veer_addr {
+	__u32 addr[4];
+};
+
+/* Map veer_services (HASH): (VIP, port, protocol) -> service. */
+struct veer_service_key {
+	struct veer_addr vip;
+	__u16 port; /* network order */
+	__u8 proto; /* VEER_PROTO_* */
+	__u8 family; /* VEER_AF_* */
+};
+
+struct veer_service {
+	__u32 id;          /* index into the per-service arrays, < VEER_MAX_SERVICES */
+	__u32 hash_seed;   /* node.hash_seed */
+	__u8 active_table; /* 0 or 1: which of the two slot tables new flows use */
+	__u8 affinity;     /* enum veer_affinity */
+	__u8 n_variants;
+	__u8 pad;
+	__u32 generation;  /* bumped on every flip, for observers */
+};
+
+/* Map veer_slots (ARRAY), key = service_id * 2 + table. The table not named
+ * by veer_service.active_table is the one userspace writes; the flip is one
+ * update of veer_service (SPEC §2.5). */
+struct veer_slot {
+	__u8 variant; /* VEER_VARIANT_NONE: no variant (slot unused) */
+	__u8 backend; /* index into the variant's backends */
+};
+
+struct veer_slot_table {
+	struct veer_slot slot[VEER_SLOTS];
+};
+
+/* Map veer_backends (ARRAY),
+ * key = (service_id * VEER_MAX_VARIANTS + variant) * VEER_MAX_BACKENDS + backend. */
+#define VEER_BACKEND_F_PRESENT 1
+#define VEER_BACKEND_F_DRAINING 2
+struct veer_backend {
+	struct veer_addr addr;
+	__u16 port;   /* network order */
+	__u8 family;  /* VEER_AF_* */
+	__u8 flags;   /* VEER_BACKEND_F_* */
+};
+
+/* Map veer_flows (LRU_HASH): the client's packet tuple -> where it goes.
+ * Map veer_nat_rev (LRU_HASH): the backend reply tuple -> what to put back.
+ * Both use this key; for a reply, src is the backend and dst the client. */
+struct veer_flow_key {
+	struct veer_addr src;
+	struct veer_addr dst;
+	__u16 sport; /* network order */
+	__u16 dport; /* network order */
+	__u8 proto;
+	__u8 family;
+	__u16 pad;   /* always zero: the key is hashed as bytes */
+};
+
+struct veer_flow {
+	struct veer_addr backend;
+	__u16 backend_port; /* network order */
+	__u16 service_id;
+	__u8 variant;
+	__u8 backend_idx;
+	__u16 pad;
+	__u64 last_seen_ns; /* bpf_ktime_get_ns(), refreshed at most every
+			     * VEER_LAST_SEEN_GRANULARITY_NS to keep the
+			     * cache line quiet */
+};
+
+#define VEER_LAST_SEEN_GRANULARITY_NS 1000000000ULL
+
+struct veer_nat_rev {
+	struct veer_addr vip;
+	__u16 vport; /* network order */
+	__u16 service_id;
+	__u8 variant;
+	__u8 pad[3];
+};
+
+/* Map veer_variant_stats (PERCPU_ARRAY),
+ * key = service_id * VEER_MAX_VARIANTS + variant.
+ * "in" is client -> backend, "out" is backend -> client (replies). */
+struct veer_variant_counters {
+	__u64 packets_in;
+	__u64 bytes_in;
+	__u64 packets_out;
+	__u64 bytes_out;
+	__u64 new_flows;
+};
+
+/* Map veer_reasons (PERCPU_ARRAY of __u64), key = enum veer_reason.
+ * Every verdict the program returns is counted under exactly one reason.
+ * Values never renumber: add new ones at the end, before VEER_REASON_MAX.
+ * X(name, value, verdict-kind, description) */
+#define VEER_REASONS(X)                                                              \
+	X(PASS_NOT_IP, 0, pass, "not IPv4 or IPv6")                                  \
+	X(PASS_NOT_SERVICE, 1, pass, "not addressed to a service nor a reply")       \
+	X(PASS_NOT_TCP_UDP, 2, pass, "IP protocol other than TCP or UDP")            \
+	X(PASS_IPV4_FRAGMENT, 3, pass, "IPv4 fragment")                              \
+	X(PASS_IPV6_EXT_HDR, 4, pass, "IPv6 extension header")                       \
+	X(PASS_TRUNCATED_ETH, 5, pass, "truncated Ethernet or VLAN header")          \
+	X(PASS_TRUNCATED_IP, 6, pass, "truncated IPv4 or IPv6 header")               \
+	X(PASS_BAD_IP_HEADER, 7, pass, "malformed IP header (version, IHL, length)") \
+	X(DROP_TRUNCATED_L4, 8, drop, "service packet with truncated TCP/UDP header") \
+	X(DROP_BAD_L4_HEADER, 9, drop, "service packet with malformed TCP header")   \
+	X(DROP_NO_BACKEND, 10, drop, "service has no variant or backend for the slot") \
+	X(PASS_TTL_EXPIRED, 11, pass, "TTL/hop limit would expire: left to the stack") \
+	X(PASS_FIB_TO_STACK, 12, pass, "rewritten, forwarding left to the stack (no neighbour yet)") \
+	X(DROP_FIB_UNREACHABLE, 13, drop, "rewritten, no route to the destination")  \
+	X(FWD_TO_BACKEND, 14, forward, "client packet rewritten and sent to a backend") \
+	X(FWD_TO_CLIENT, 15, forward, "reply rewritten and sent to the client")      \
+	X(DROP_STATE_MISSING, 16, drop, "internal state missing (map lookup failed)") \
+	X(PASS_VLAN_UNSUPPORTED, 17, pass, "more than one VLAN tag")                  \
+	X(PASS_TRUNCATED_L4, 18, pass, "TCP/UDP header too short to read the ports")
+
+enum veer_reason {
+#define VEER_REASON_ENUM(name, value, kind, desc) VEER_R_##name = value,
+	VEER_REASONS(VEER_REASON_ENUM)
+#undef VEER_REASON_ENUM
+	VEER_REASON_MAX = 19,
+};
+
+/* Map veer_port_filter (ARRAY, 65536 entries of __u8), key = port in HOST
+ * order. A pre-check before any hash lookup: array lookups are inlined by the
+ * verifier into a bounds check and a load, so packets whose ports belong to
+ * no service and no backend (most non-service traffic) cost no hash lookup.
+ * Userspace sets the bits; a set bit only means "look further". */
+#define VEER_PORT_F_SERVICE_TCP 0x01 /* some TCP service listens on this dport */
+#define VEER_PORT_F_SERVICE_UDP 0x02
+#define VEER_PORT_F_BACKEND_TCP 0x04 /* some TCP backend answers from this sport */
+#define VEER_PORT_F_BACKEND_UDP 0x08
+#define VEER_PORT_FILTER_SIZE 65536
+
+/* Map veer_meta (ARRAY, 1 entry): written by veerd, read on adoption. */
+struct veer_meta {
+	__u32 abi_version; /* VEER_ABI_VERSION of the veerd that created the pins */
+	__u32 hash_seed;
+	__u64 created_ns;
+};
+
+#endif /* VEER_ABI_H */

@@ -1,0 +1,66 @@
+// The kernel side of veerd: loads the BPF object (skeleton), creates or adopts
+// the pinned maps under node.pin_path, attaches to interfaces, and gives the
+// pure logic a MapWriter over the real maps. Needs root (or CAP_BPF +
+// CAP_NET_ADMIN + CAP_PERFMON).
+#pragma once
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "veer/config.h"
+#include "veer/map_writer.h"
+
+namespace veer {
+
+class DataplaneError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct DataplaneOptions {
+  std::string pin_path = "/sys/fs/bpf/veer";
+  uint32_t flow_table_size = 1048576;
+  uint32_t hash_seed = 0x5eed;
+};
+
+struct Attachment {
+  std::string interface;
+  int ifindex = 0;
+  std::string mode;  // "xdp", "xdp-generic", "tcx", "tc" (cls_bpf under clsact)
+};
+
+class Dataplane {
+ public:
+  virtual ~Dataplane() = default;
+
+  // Mounts bpffs under the pin path if needed. If compatible pins exist
+  // (veer_meta.abi_version == VEER_ABI_VERSION), adopts them: maps keep flows,
+  // tables and counters; the programs of pinned links are replaced atomically
+  // by the new ones. Otherwise creates and pins fresh maps. Throws DataplaneError.
+  static std::unique_ptr<Dataplane> open(const DataplaneOptions& options);
+
+  virtual bool adopted() const = 0;
+  virtual MapWriter& writer() = 0;
+
+  // Attaches to every interface in `interfaces` (pinned links / clsact filters
+  // survive veerd's exit), detaches from pinned interfaces no longer listed.
+  // auto = native XDP, falling back to generic XDP where native is refused.
+  // tc = tcx where the kernel has it, cls_bpf under clsact otherwise.
+  // Throws DataplaneError naming the interface and the reason.
+  virtual std::vector<Attachment> attach(const std::vector<std::string>& interfaces, AttachMode mode) = 0;
+  virtual std::vector<Attachment> attachments() const = 0;
+
+  // Per-CPU counters, summed.
+  virtual veer_variant_counters variant_counters(uint32_t service_id, unsigned variant) const = 0;
+  virtual std::array<uint64_t, VEER_REASON_MAX> reason_counters() const = 0;
+  virtual std::optional<veer_flow> lookup_flow(const veer_flow_key& key) const = 0;
+
+  // Detaches every program and removes every pin and the pin folder.
+  virtual void unload() = 0;
+};
+
+}  // namespace veer

@@ -1,0 +1,84 @@
+// The YAML config of SPEC §4: parsing and validation. Pure: no kernel, no root.
+// A config is accepted or refused as a whole; a refusal names file, line and reason.
+#pragma once
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "veer/net.h"
+
+namespace veer {
+
+enum class AttachMode { Auto, Xdp, XdpGeneric, Tc };
+enum class Protocol { Tcp, Udp };
+enum class Affinity { Connection, ClientIp };
+
+std::string to_string(AttachMode);
+std::string to_string(Protocol);
+std::string to_string(Affinity);
+
+struct NodeConfig {
+  std::vector<std::string> interfaces;
+  AttachMode attach = AttachMode::Auto;
+  uint32_t hash_seed = 0x5eed;
+  uint32_t flow_table_size = 1048576;
+  std::string socket = "/run/veer/veer.sock";
+  std::string pin_path = "/sys/fs/bpf/veer";
+  std::string state_dir = "/var/lib/veer";
+  std::string metrics_listen = "127.0.0.1:9469";
+};
+
+struct VariantConfig {
+  std::string name;
+  std::vector<Endpoint> backends;  // config order; the index is the backend id
+  std::string metrics_url;         // optional
+};
+
+struct ServiceConfig {
+  std::string name;
+  IpAddress vip;
+  uint16_t port = 0;  // host order
+  Protocol protocol = Protocol::Tcp;
+  Affinity affinity = Affinity::Connection;
+  std::string stable;                    // name of a variant
+  std::vector<VariantConfig> variants;   // config order; the index is the variant id
+  std::vector<uint32_t> weights_bp;      // per variant (same order), basis points, sum 10000
+
+  int variant_index(std::string_view name) const;  // -1 if absent
+  int stable_index() const { return variant_index(stable); }
+};
+
+struct Config {
+  NodeConfig node;
+  std::vector<ServiceConfig> services;
+  std::vector<std::string> warnings;  // accepted but noteworthy (e.g. an ignored `rollout`)
+
+  const ServiceConfig* find_service(std::string_view name) const;
+};
+
+// what() is "FILE:LINE:COLUMN: REASON" (line and column 1-based).
+class ConfigError : public std::runtime_error {
+ public:
+  ConfigError(std::string file, int line, int column, std::string reason);
+  const std::string& file() const { return file_; }
+  int line() const { return line_; }
+  int column() const { return column_; }
+  const std::string& reason() const { return reason_; }
+
+ private:
+  std::string file_;
+  int line_;
+  int column_;
+  std::string reason_;
+};
+
+Config load_config_file(const std::string& path);                     // throws ConfigError
+Config parse_config(std::string_view yaml_text, const std::string& file_name);  // throws ConfigError
+
+// Weights: "5" "5.5" "99.50" "0.01" -> basis points; nullopt if not 0..100 with at most 2 decimals.
+std::optional<uint32_t> parse_weight_bp(std::string_view text);
+std::string format_weight(uint32_t bp);  // 9950 -> "99.50"
+
+}  // namespace veer
