@@ -25,6 +25,9 @@ struct DataplaneOptions {
   std::string pin_path = "/sys/fs/bpf/veer";
   uint32_t flow_table_size = 1048576;
   uint32_t hash_seed = 0x5eed;
+  // false: mode tc uses cls_bpf under clsact even where the kernel has tcx
+  // (what a pre-6.6 kernel gets; lets tests cover that path on any kernel).
+  bool allow_tcx = true;
 };
 
 struct Attachment {
@@ -42,6 +45,12 @@ class Dataplane {
   // tables and counters; the programs of pinned links are replaced atomically
   // by the new ones. Otherwise creates and pins fresh maps. Throws DataplaneError.
   static std::unique_ptr<Dataplane> open(const DataplaneOptions& options);
+
+  // unload() without opening: detaches every pinned attachment and removes
+  // every pin and the pin folder, whatever ABI version made them (the way out
+  // of open()'s refusal to adopt an incompatible version). No-op if the pin
+  // folder does not exist. Throws DataplaneError.
+  static void unload_pinned(const std::string& pin_path);
 
   virtual bool adopted() const = 0;
   virtual MapWriter& writer() = 0;

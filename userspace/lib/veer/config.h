@@ -2,6 +2,7 @@
 // A config is accepted or refused as a whole; a refusal names file, line and reason.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -40,11 +41,13 @@ struct ServiceConfig {
   std::string name;
   IpAddress vip;
   uint16_t port = 0;  // host order
-  Protocol protocol = Protocol::Tcp;
+  Protocol protocol = Protocol::Tcp;  // `protocol` may be omitted: tcp
   Affinity affinity = Affinity::Connection;
   std::string stable;                    // name of a variant
   std::vector<VariantConfig> variants;   // config order; the index is the variant id
-  std::vector<uint32_t> weights_bp;      // per variant (same order), basis points, sum 10000
+  std::vector<uint32_t> weights_bp;      // per variant (same order), basis points, sum 10000;
+                                         // variants absent from `weights` get 0; no `weights`
+                                         // key at all means stable = 100
 
   int variant_index(std::string_view name) const;  // -1 if absent
   int stable_index() const { return variant_index(stable); }
@@ -58,7 +61,10 @@ struct Config {
   const ServiceConfig* find_service(std::string_view name) const;
 };
 
-// what() is "FILE:LINE:COLUMN: REASON" (line and column 1-based).
+// what() is "FILE:LINE:COLUMN: REASON" (line and column 1-based), or
+// "FILE: REASON" with line() == column() == 0 when there is no position (the
+// file cannot be read). Non-fatal remarks go to Config::warnings, formatted
+// the same way.
 class ConfigError : public std::runtime_error {
  public:
   ConfigError(std::string file, int line, int column, std::string reason);

@@ -4,6 +4,23 @@
 //   3. one update of veer_service that flips active_table.
 // The previously active table stays in the map untouched, so a rollback is
 // one more flip. Pure logic: the writer is injected.
+//
+// It also keeps veer_port_filter equal to the union of the installed
+// services' bits (VIP port -> SERVICE_TCP/UDP, every backend port ->
+// BACKEND_TCP/UDP): new bits are set before a service becomes visible, stale
+// bits are cleared after it is gone. It only knows the bits it wrote itself:
+// bits left in a pinned map by an earlier veerd stay (harmless: a set bit only
+// means "look further").
+//
+// Backends live in one (not double-buffered) array: a reload that changes a
+// variant's backend list rewrites indices before the flip, so during that one
+// step a slot may name the new backend at its old index. Adding backends at
+// the end of a list or draining is seamless.
+//
+// Errors: invalid input (bad id, weights, variants) throws
+// std::invalid_argument before anything is written; an unknown service id
+// throws std::out_of_range; MapWriter exceptions propagate (the write order
+// keeps the packet path consistent whatever step fails).
 #pragma once
 #include <cstdint>
 #include <map>
@@ -24,7 +41,11 @@ class ServiceTables {
   // Installs `svc` under `service_id`. If the map already holds this service
   // (same key and id), its active table is adopted and only rebalanced to
   // `weights_bp` (flows and slot ownership survive a daemon restart);
-  // otherwise the table is built with build_table().
+  // otherwise the table is built with build_table(). Installing again under
+  // the same id (reload) rebalances from the current table, matching
+  // variants by name and keeping drain marks; a different service under an
+  // id in use replaces it (the old one is removed first). A previously
+  // unknown service appears with its table in slot 0 and generation 1.
   void install(uint32_t service_id, const ServiceConfig& svc, const std::vector<uint32_t>& weights_bp);
 
   // New weights: minimal-change rebalance, then one flip. No-op flip if unchanged.
@@ -43,15 +64,26 @@ class ServiceTables {
   struct Entry {
     ServiceConfig svc;
     VariantBackends backends;
-    SlotTable table;
+    SlotTable table;  // what the map's active table holds
     uint8_t active = 0;
     uint32_t generation = 0;
+    bool visible = false;  // veer_service written (or adopted)
   };
   void push(uint32_t service_id, Entry& e, const SlotTable& next);
+  Entry& entry(uint32_t service_id);
+  const Entry& entry(uint32_t service_id) const;
+  veer_service service_value(uint32_t service_id, const Entry& e) const;
+  // present_only: write the backends the lists hold (PRESENT); otherwise
+  // zero every other index of the service (stale entries).
+  void write_backends(uint32_t service_id, const Entry& e, bool present_only);
+  static std::map<uint16_t, uint8_t> port_bits_of(const ServiceConfig& svc);
+  std::map<uint16_t, uint8_t> installed_port_bits() const;
+  void write_port_filter(const std::map<uint16_t, uint8_t>& wanted);
 
   MapWriter& writer_;
   uint32_t seed_;
   std::map<uint32_t, Entry> entries_;
+  std::map<uint16_t, uint8_t> port_filter_;  // non-zero bits this object has written
 };
 
 }  // namespace veer

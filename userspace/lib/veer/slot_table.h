@@ -4,7 +4,16 @@
 // exactly the number of slots a variant owns (share error 0, resolution 0.01 %).
 // Each slot also names the variant's backend for keys that land on it
 // (highest-random-weight over the variant's backends that are not draining),
-// so a backend change moves only that backend's slots.
+// so a backend change moves only that backend's slots. If every backend of a
+// variant is draining, its drain flags are ignored (the variant keeps serving
+// with all its backends: emptying a variant is a weight change, not a drain).
+//
+// Variant ownership follows a seeded rank of the slots (see slot_table.cc):
+// the stable variant gives up its highest-ranked slots first, other variants
+// their lowest-ranked; non-stable gainers take the highest-ranked released
+// slots, the stable variant the rest. Invalid input (not 1..8 variants,
+// weights not summing to 10000, stable out of range, a weighted variant with
+// no backend) throws std::invalid_argument.
 #pragma once
 #include <cstdint>
 #include <vector>

@@ -1,0 +1,87 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Every map of the data plane, BTF-defined. Names, types and sizes are part
+ * of the ABI with userspace (bpf/include/veer/abi.h): veerd pins the maps by
+ * these names and may resize veer_flows / veer_nat_rev before load
+ * (node.flow_table_size). Nothing here but map definitions.
+ */
+#ifndef VEER_LIB_MAPS_H
+#define VEER_LIB_MAPS_H
+
+#include "lib/common.h"
+
+#define VEER_FLOW_TABLE_DEFAULT 1048576
+
+/* (VIP, port, proto, family) -> service. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, VEER_MAX_SERVICES);
+	__type(key, struct veer_service_key);
+	__type(value, struct veer_service);
+} veer_services SEC(".maps");
+
+/* service_id * 2 + table -> slot table (two per service, SPEC §2.5). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, VEER_MAX_SERVICES * 2);
+	__type(key, __u32);
+	__type(value, struct veer_slot_table);
+} veer_slots SEC(".maps");
+
+/* (service_id * VEER_MAX_VARIANTS + variant) * VEER_MAX_BACKENDS + backend. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, VEER_MAX_SERVICES * VEER_MAX_VARIANTS * VEER_MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct veer_backend);
+} veer_backends SEC(".maps");
+
+/* Client tuple (client -> VIP) -> chosen backend. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, VEER_FLOW_TABLE_DEFAULT);
+	__type(key, struct veer_flow_key);
+	__type(value, struct veer_flow);
+} veer_flows SEC(".maps");
+
+/* Reply tuple (backend -> client) -> the VIP to put back. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, VEER_FLOW_TABLE_DEFAULT);
+	__type(key, struct veer_flow_key);
+	__type(value, struct veer_nat_rev);
+} veer_nat_rev SEC(".maps");
+
+/* service_id * VEER_MAX_VARIANTS + variant -> per-CPU counters. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, VEER_MAX_SERVICES * VEER_MAX_VARIANTS);
+	__type(key, __u32);
+	__type(value, struct veer_variant_counters);
+} veer_variant_stats SEC(".maps");
+
+/* enum veer_reason -> per-CPU packet count. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, VEER_REASON_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} veer_reasons SEC(".maps");
+
+/* Port in host order -> VEER_PORT_F_* bits. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, VEER_PORT_FILTER_SIZE);
+	__type(key, __u32);
+	__type(value, __u8);
+} veer_port_filter SEC(".maps");
+
+/* Written by veerd only; here so that it is created and pinned with the rest. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct veer_meta);
+} veer_meta SEC(".maps");
+
+#endif /* VEER_LIB_MAPS_H */

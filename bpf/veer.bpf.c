@@ -1,0 +1,96 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * veer data plane (SPEC §2.1-§2.9): one object, two entry points that share
+ * all logic (the headers in bpf/lib/):
+ *   veer_xdp  SEC("xdp")  native or generic XDP
+ *   veer_tc   SEC("tc")   cls_bpf direct-action under clsact, or tcx
+ * Per packet: parse -> classify -> (select) -> rewrite -> forward, and every
+ * verdict is counted once under its enum veer_reason.
+ */
+#include "lib/common.h"
+#include "lib/maps.h"
+#include "lib/parse.h"
+#include "lib/csum.h"
+#include "lib/stats.h"
+#include "lib/nat.h"
+#include "lib/select.h"
+#include "lib/fwd.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+VEER_INLINE int veer_process(struct veer_pkt *pkt, const enum veer_hook hook)
+{
+	struct veer_hdrs h = {};
+	struct veer_flow_key key;
+	struct veer_match m = {};
+	struct veer_nat_target t;
+	struct veer_l4_diff d = {};
+	struct bpf_fib_lookup fib;
+	int r;
+
+	r = veer_parse(pkt, &h);
+	if (r != VEER_CONTINUE)
+		return veer_end(hook, r);
+
+	r = veer_classify(&h, &key, &m);
+	if (r != VEER_CONTINUE)
+		return veer_end(hook, r);
+
+	/* From here on the packet is ours: malformed L4 is dropped. */
+	r = veer_check_l4(pkt, &h);
+	if (r != VEER_CONTINUE)
+		return veer_end(hook, r);
+	r = veer_check_ttl(&h);
+	if (r != VEER_CONTINUE)
+		return veer_end(hook, r);
+
+	if (m.kind == VEER_MATCH_FLOW) {
+		veer_flow_touch(m.flow);
+		veer_target_from_flow(m.flow, &t);
+	} else if (m.kind == VEER_MATCH_NEW) {
+		r = veer_flow_create(m.svc, &key, &t);
+		if (r != VEER_CONTINUE)
+			return veer_end(hook, r);
+	} else {
+		veer_target_from_rev(m.rev, &t);
+	}
+
+	veer_nat_rewrite(&h, &t, &d);
+	veer_count_packet(t.service_id, t.variant, t.to_client, pkt->len);
+	veer_fib_params(pkt, hook, &h, &fib);
+	veer_l4_csum_commit(pkt, hook, h.l4_check, h.l4_check_off, &d);
+	return veer_forward(pkt, hook, &fib,
+			    t.to_client ? VEER_R_FWD_TO_CLIENT : VEER_R_FWD_TO_BACKEND);
+}
+
+SEC("xdp")
+int veer_xdp(struct xdp_md *ctx)
+{
+	struct veer_pkt pkt = {
+		.ctx = ctx,
+		.data = (void *)(long)ctx->data,
+		.data_end = (void *)(long)ctx->data_end,
+		.ifindex = ctx->ingress_ifindex,
+	};
+
+	/* Single-buffer XDP (no xdp.frags): the frame is data..data_end. */
+	pkt.len = (__u32)(pkt.data_end - pkt.data);
+	return veer_process(&pkt, VEER_HOOK_XDP);
+}
+
+SEC("tc")
+int veer_tc(struct __sk_buff *skb)
+{
+	struct veer_pkt pkt;
+
+	veer_tc_pull_headers(skb);
+	pkt.ctx = skb;
+	pkt.data = (void *)(long)skb->data;
+	pkt.data_end = (void *)(long)skb->data_end;
+	pkt.len = skb->len; /* includes page fragments: bytes on the wire */
+	/* At ingress skb->ifindex is the receiving device (what
+	 * ingress_ifindex also says), and unlike ingress_ifindex it can be set
+	 * through BPF_PROG_TEST_RUN's ctx, so tests exercise the FIB path. */
+	pkt.ifindex = skb->ifindex;
+	return veer_process(&pkt, VEER_HOOK_TC);
+}

@@ -1,0 +1,258 @@
+// Loads the real data plane (veer.skel.h), fills its maps directly with the
+// abi.h structs, and runs frames through veer_xdp / veer_tc with
+// BPF_PROG_TEST_RUN. Shared by the BPF tests and the benchmark.
+#pragma once
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <linux/types.h>
+
+#include <array>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <ostream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+extern "C" {
+#include "veer/abi.h"
+#include "veer/hash.h"
+}
+#include "packet.h"
+
+// The skeleton is generated with `name veer`: its `struct veer` would clash
+// with C++ `namespace veer`, so it lives in a namespace of its own (its own
+// includes are already satisfied above, the guards make them no-ops here).
+namespace veer_skeleton {
+#include "veer.skel.h"
+}
+
+namespace veer::test {
+
+enum class Hook { Xdp, Tc };
+
+inline const char* hook_name(Hook h) { return h == Hook::Xdp ? "xdp" : "tc"; }
+inline void PrintTo(Hook h, std::ostream* os) { *os << hook_name(h); }  // gtest parameter names
+
+// Verdict values of each hook for the three outcomes the brief names.
+inline uint32_t verdict_pass(Hook h) { return h == Hook::Xdp ? XDP_PASS : TC_ACT_OK; }
+inline uint32_t verdict_drop(Hook h) { return h == Hook::Xdp ? XDP_DROP : TC_ACT_SHOT; }
+inline uint32_t verdict_redirect(Hook h) { return h == Hook::Xdp ? XDP_REDIRECT : TC_ACT_REDIRECT; }
+
+inline veer_addr to_abi(const Ip& ip) {
+  veer_addr a{};
+  std::memcpy(a.addr, ip.b.data(), ip.size());
+  return a;
+}
+
+struct BackendDef {
+  std::string ip;
+  uint16_t port = 0;  // host order
+  bool present = true;
+};
+
+struct ServiceDef {
+  uint32_t id = 0;
+  std::string vip;
+  uint16_t port = 0;  // host order
+  uint8_t proto = VEER_PROTO_TCP;
+  uint8_t affinity = VEER_AFFINITY_CONNECTION;
+  uint32_t seed = 0x5eed;
+  std::vector<std::vector<BackendDef>> variants;
+
+  uint8_t family() const { return Ip::parse(vip).family == 4 ? VEER_AF_INET : VEER_AF_INET6; }
+  veer_service_key key() const {
+    veer_service_key k{};
+    k.vip = to_abi(Ip::parse(vip));
+    k.port = htons(port);
+    k.proto = proto;
+    k.family = family();
+    return k;
+  }
+};
+
+struct RunResult {
+  uint32_t retval = 0;
+  Bytes out;
+  uint32_t duration_ns = 0;
+};
+
+class Dataplane {
+ public:
+  // flow_entries: size of veer_flows / veer_nat_rev (LRU maps are preallocated:
+  // the 1M default costs hundreds of MB per load).
+  explicit Dataplane(uint32_t flow_entries = 4096) {
+    skel_ = veer_skeleton::veer__open();
+    if (!skel_) throw std::runtime_error("veer__open failed");
+    bpf_map__set_max_entries(skel_->maps.veer_flows, flow_entries);
+    bpf_map__set_max_entries(skel_->maps.veer_nat_rev, flow_entries);
+    if (int err = veer_skeleton::veer__load(skel_); err) {
+      veer_skeleton::veer__destroy(skel_);
+      throw std::runtime_error("veer__load failed: " + std::string(strerror(-err)));
+    }
+    ncpus_ = libbpf_num_possible_cpus();
+  }
+  ~Dataplane() { veer_skeleton::veer__destroy(skel_); }
+  Dataplane(const Dataplane&) = delete;
+  Dataplane& operator=(const Dataplane&) = delete;
+
+  veer_skeleton::veer* skel() { return skel_; }
+  int prog_fd(Hook h) const {
+    return bpf_program__fd(h == Hook::Xdp ? skel_->progs.veer_xdp : skel_->progs.veer_tc);
+  }
+
+  static void check(int err, const char* what) {
+    if (err) throw std::runtime_error(std::string(what) + ": " + strerror(errno));
+  }
+
+  // Writes the service, its backends and the port filter bits. Slot tables
+  // are written separately (write_table) and active_table is 0.
+  void add_service(const ServiceDef& s, uint8_t active_table = 0) {
+    for (size_t v = 0; v < s.variants.size(); ++v) {
+      for (size_t b = 0; b < s.variants[v].size(); ++b) {
+        const BackendDef& bd = s.variants[v][b];
+        Ip ip = Ip::parse(bd.ip);
+        veer_backend be{};
+        be.addr = to_abi(ip);
+        be.port = htons(bd.port);
+        be.family = ip.family == 4 ? VEER_AF_INET : VEER_AF_INET6;
+        be.flags = bd.present ? VEER_BACKEND_F_PRESENT : 0;
+        uint32_t key = static_cast<uint32_t>((s.id * VEER_MAX_VARIANTS + v) * VEER_MAX_BACKENDS + b);
+        check(bpf_map__update_elem(skel_->maps.veer_backends, &key, sizeof key, &be, sizeof be, BPF_ANY),
+              "update veer_backends");
+        set_port_bits(bd.port, s.proto == VEER_PROTO_TCP ? VEER_PORT_F_BACKEND_TCP : VEER_PORT_F_BACKEND_UDP);
+      }
+    }
+    set_port_bits(s.port, s.proto == VEER_PROTO_TCP ? VEER_PORT_F_SERVICE_TCP : VEER_PORT_F_SERVICE_UDP);
+    veer_service_key k = s.key();
+    veer_service sv{};
+    sv.id = s.id;
+    sv.hash_seed = s.seed;
+    sv.active_table = active_table;
+    sv.affinity = s.affinity;
+    sv.n_variants = static_cast<uint8_t>(s.variants.size());
+    check(bpf_map__update_elem(skel_->maps.veer_services, &k, sizeof k, &sv, sizeof sv, BPF_ANY),
+          "update veer_services");
+  }
+
+  void set_port_bits(uint16_t port, uint8_t bits) {
+    uint32_t key = port;
+    uint8_t v = 0;
+    check(bpf_map__lookup_elem(skel_->maps.veer_port_filter, &key, sizeof key, &v, sizeof v, 0),
+          "lookup veer_port_filter");
+    v |= bits;
+    check(bpf_map__update_elem(skel_->maps.veer_port_filter, &key, sizeof key, &v, sizeof v, BPF_ANY),
+          "update veer_port_filter");
+  }
+
+  void write_table(uint32_t service_id, uint32_t table, const std::function<veer_slot(uint32_t)>& slot_of) {
+    auto t = std::make_unique<veer_slot_table>();
+    for (uint32_t i = 0; i < VEER_SLOTS; ++i) t->slot[i] = slot_of(i);
+    uint32_t key = service_id * 2 + table;
+    check(bpf_map__update_elem(skel_->maps.veer_slots, &key, sizeof key, t.get(), sizeof *t, BPF_ANY),
+          "update veer_slots");
+  }
+
+  // The flip of SPEC §2.5: one update of the service entry.
+  void flip(const ServiceDef& s, uint8_t active_table) {
+    veer_service_key k = s.key();
+    veer_service sv{};
+    check(bpf_map__lookup_elem(skel_->maps.veer_services, &k, sizeof k, &sv, sizeof sv, 0), "lookup service");
+    sv.active_table = active_table;
+    sv.generation++;
+    check(bpf_map__update_elem(skel_->maps.veer_services, &k, sizeof k, &sv, sizeof sv, BPF_EXIST),
+          "update service");
+  }
+
+  std::array<uint64_t, VEER_REASON_MAX> reasons() const {
+    std::array<uint64_t, VEER_REASON_MAX> sum{};
+    std::vector<uint64_t> per_cpu(ncpus_);
+    for (uint32_t r = 0; r < VEER_REASON_MAX; ++r) {
+      check(bpf_map__lookup_elem(skel_->maps.veer_reasons, &r, sizeof r, per_cpu.data(),
+                                 per_cpu.size() * sizeof(uint64_t), 0),
+            "lookup veer_reasons");
+      for (uint64_t v : per_cpu) sum[r] += v;
+    }
+    return sum;
+  }
+
+  veer_variant_counters counters(uint32_t service_id, uint32_t variant) const {
+    std::vector<veer_variant_counters> per_cpu(ncpus_);
+    uint32_t key = service_id * VEER_MAX_VARIANTS + variant;
+    check(bpf_map__lookup_elem(skel_->maps.veer_variant_stats, &key, sizeof key, per_cpu.data(),
+                               per_cpu.size() * sizeof(veer_variant_counters), 0),
+          "lookup veer_variant_stats");
+    veer_variant_counters sum{};
+    for (const auto& c : per_cpu) {
+      sum.packets_in += c.packets_in;
+      sum.bytes_in += c.bytes_in;
+      sum.packets_out += c.packets_out;
+      sum.bytes_out += c.bytes_out;
+      sum.new_flows += c.new_flows;
+    }
+    return sum;
+  }
+
+  bool flow_exists(const veer_flow_key& k, veer_flow* out = nullptr) const {
+    veer_flow f{};
+    int err = bpf_map__lookup_elem(skel_->maps.veer_flows, &k, sizeof k, &f, sizeof f, 0);
+    if (out && !err) *out = f;
+    return err == 0;
+  }
+
+  // One BPF_PROG_TEST_RUN of `frame` arriving on `ifindex`. Throws if the
+  // kernel refuses the run (that is a harness error, not a verdict).
+  RunResult run(Hook h, const Bytes& frame, int ifindex, uint32_t repeat = 1) const {
+    return run_fd(prog_fd(h), h, frame, ifindex, repeat);
+  }
+
+  // The kernel builds no skb for BPF_PROG_TEST_RUN from a frame whose IPv4
+  // or IPv6 header is cut short (EINVAL, seen on 6.18), so such frames can only
+  // be run through XDP. True for exactly those frames.
+  static bool tc_cannot_run(const Bytes& frame) {
+    if (frame.size() < 14) return true;
+    uint16_t et = get16(frame, 12);
+    return (et == kEthIpv4 && frame.size() < 14 + 20) || (et == kEthIpv6 && frame.size() < 14 + 40);
+  }
+
+  static RunResult run_fd(int fd, Hook h, const Bytes& frame, int ifindex, uint32_t repeat = 1) {
+    RunResult r;
+    r.out.resize(frame.size() + 512);
+    xdp_md xctx{};
+    __sk_buff sctx{};
+    bpf_test_run_opts opts{};
+    opts.sz = sizeof opts;
+    opts.data_in = frame.data();
+    opts.data_size_in = static_cast<__u32>(frame.size());
+    opts.data_out = r.out.data();
+    opts.data_size_out = static_cast<__u32>(r.out.size());
+    opts.repeat = static_cast<int>(repeat);
+    if (h == Hook::Xdp) {
+      xctx.data_end = static_cast<__u32>(frame.size());
+      xctx.ingress_ifindex = static_cast<__u32>(ifindex);
+      opts.ctx_in = &xctx;
+      opts.ctx_size_in = sizeof xctx;
+    } else {
+      sctx.ifindex = static_cast<__u32>(ifindex);
+      sctx.ingress_ifindex = static_cast<__u32>(ifindex);
+      opts.ctx_in = &sctx;
+      opts.ctx_size_in = sizeof sctx;
+    }
+    if (bpf_prog_test_run_opts(fd, &opts) != 0)
+      throw std::runtime_error(std::string("BPF_PROG_TEST_RUN (") + hook_name(h) + ", " +
+                               std::to_string(frame.size()) + " bytes): " + strerror(errno) + "\n" + hex(frame));
+    r.retval = opts.retval;
+    r.duration_ns = opts.duration;
+    r.out.resize(opts.data_size_out);
+    return r;
+  }
+
+ private:
+  veer_skeleton::veer* skel_ = nullptr;
+  int ncpus_ = 1;
+};
+
+}  // namespace veer::test

@@ -1,0 +1,205 @@
+// state.json: round trip, atomic write, corrupt files, id assignment, weights.
+#include "veer/state_file.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+using namespace veer;
+namespace fs = std::filesystem;
+
+namespace {
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "veer-state-test-XXXXXX").string();
+    path_ = ::mkdtemp(tmpl.data());
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+std::string read_all(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+NodeState sample_state() {
+  NodeState s;
+  s.service_ids = {{"ranker", 0}, {"embedder", 3}};
+  s.services["ranker"].weights_bp = {{"blue", 9000}, {"green", 500}, {"canary", 500}};
+  s.services["ranker"].draining = {"10.1.1.2:8080", "[fd00:1::2]:8080"};
+  s.services["embedder"].weights_bp = {{"v1", 9999}, {"v2", 1}};
+  return s;
+}
+
+ServiceConfig three_variant_service() {
+  ServiceConfig svc;
+  svc.name = "ranker";
+  svc.variants = {{"blue", {}, ""}, {"green", {}, ""}, {"canary", {}, ""}};
+  svc.weights_bp = {10000, 0, 0};
+  svc.stable = "blue";
+  return svc;
+}
+
+}  // namespace
+
+TEST(StateFile, JsonRoundTrip) {
+  const NodeState s = sample_state();
+  EXPECT_EQ(state_from_json(state_to_json(s)), s);
+  EXPECT_EQ(state_from_json(state_to_json(NodeState{})), NodeState{});
+}
+
+TEST(StateFile, WeightsAreStoredAsTwoDecimalStrings) {
+  const std::string text = state_to_json(sample_state());
+  EXPECT_NE(text.find("\"99.99\""), std::string::npos);
+  EXPECT_NE(text.find("\"0.01\""), std::string::npos);
+}
+
+TEST(StateFile, FileRoundTripCreatesFolder) {
+  TempDir dir;
+  const std::string path = (dir.path() / "nested" / "state.json").string();
+  write_state_file(path, sample_state());
+  auto load = read_state_file(path);
+  EXPECT_FALSE(load.problem.has_value());
+  EXPECT_EQ(load.state, sample_state());
+}
+
+TEST(StateFile, AtomicWriteLeavesNoTempFileAndReplacesWhole) {
+  TempDir dir;
+  const std::string path = (dir.path() / "state.json").string();
+  write_state_file(path, sample_state());
+  struct stat before {};
+  ASSERT_EQ(::stat(path.c_str(), &before), 0);
+
+  NodeState smaller;
+  smaller.service_ids = {{"ranker", 0}};
+  write_state_file(path, smaller);
+  struct stat after {};
+  ASSERT_EQ(::stat(path.c_str(), &after), 0);
+  // rename() swaps in a new inode: the old file was never rewritten in place.
+  EXPECT_NE(before.st_ino, after.st_ino);
+  // The new content is complete (no tail of the longer old content).
+  EXPECT_EQ(read_all(path), state_to_json(smaller));
+  int files = 0;
+  for (const auto& e : fs::directory_iterator(dir.path())) {
+    ++files;
+    EXPECT_EQ(e.path().filename(), "state.json");
+  }
+  EXPECT_EQ(files, 1);
+}
+
+TEST(StateFile, FailedWriteKeepsOldFileAndLeavesNoTemp) {
+  if (::geteuid() == 0) {
+    // root ignores directory permissions; use a path whose parent is a file instead.
+    TempDir dir;
+    const std::string path = (dir.path() / "state.json").string();
+    write_state_file(path, sample_state());
+    const fs::path blocker = dir.path() / "file";
+    std::ofstream(blocker) << "x";
+    EXPECT_THROW(write_state_file((blocker / "state.json").string(), NodeState{}), StateFileError);
+    EXPECT_EQ(read_state_file(path).state, sample_state());
+    return;
+  }
+  TempDir dir;
+  const std::string path = (dir.path() / "state.json").string();
+  write_state_file(path, sample_state());
+  fs::permissions(dir.path(), fs::perms::owner_read | fs::perms::owner_exec);
+  EXPECT_THROW(write_state_file(path, NodeState{}), StateFileError);
+  fs::permissions(dir.path(), fs::perms::owner_all);
+  EXPECT_EQ(read_state_file(path).state, sample_state());
+  int files = 0;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator(dir.path())) ++files;
+  EXPECT_EQ(files, 1);
+}
+
+TEST(StateFile, MissingFileIsEmptyWithoutProblem) {
+  TempDir dir;
+  auto load = read_state_file((dir.path() / "absent.json").string());
+  EXPECT_FALSE(load.problem.has_value());
+  EXPECT_EQ(load.state, NodeState{});
+}
+
+TEST(StateFile, CorruptFileIsReportedNotFatal) {
+  TempDir dir;
+  const std::string path = (dir.path() / "state.json").string();
+  const std::string full = state_to_json(sample_state());
+  // A truncated file (what a non-atomic writer leaves after a crash).
+  std::ofstream(path, std::ios::binary) << full.substr(0, full.size() / 2);
+  auto load = read_state_file(path);
+  ASSERT_TRUE(load.problem.has_value());
+  EXPECT_NE(load.problem->find(path), std::string::npos);
+  EXPECT_EQ(load.state, NodeState{});
+}
+
+TEST(StateFile, SemanticallyBadFilesAreRefused) {
+  EXPECT_THROW(state_from_json("[]"), StateFileError);
+  EXPECT_THROW(state_from_json(R"({"service_ids":{}})"), StateFileError);            // no version
+  EXPECT_THROW(state_from_json(R"({"version":99})"), StateFileError);                // future version
+  EXPECT_THROW(state_from_json(R"({"version":1,"service_ids":{"a":64}})"), StateFileError);
+  EXPECT_THROW(state_from_json(R"({"version":1,"service_ids":{"a":-1}})"), StateFileError);
+  EXPECT_THROW(state_from_json(R"({"version":1,"service_ids":{"a":1,"b":1}})"), StateFileError);
+  EXPECT_THROW(state_from_json(R"({"version":1,"services":{"a":{"weights":{"x":"abc"}}}})"), StateFileError);
+  EXPECT_THROW(state_from_json(R"({"version":1,"services":{"a":{"weights":{"x":50}}}})"), StateFileError);
+  EXPECT_THROW(state_from_json(R"({"version":1,"services":{"a":{"draining":["nope"]}}})"), StateFileError);
+  EXPECT_NO_THROW(state_from_json(R"({"version":1})"));
+}
+
+TEST(ServiceIds, StableAcrossReorderAndRemoval) {
+  auto first = assign_service_ids({"a", "b", "c"}, {});
+  EXPECT_EQ(first, (std::map<std::string, uint32_t>{{"a", 0}, {"b", 1}, {"c", 2}}));
+  // b removed, d added, order changed: a and c keep their ids, d takes the freed 1.
+  auto second = assign_service_ids({"d", "c", "a"}, first);
+  EXPECT_EQ(second, (std::map<std::string, uint32_t>{{"a", 0}, {"c", 2}, {"d", 1}}));
+  // Ids out of range or duplicated in a previous map are not trusted.
+  auto third = assign_service_ids({"x", "y"}, {{"x", 5}, {"y", 5}});
+  EXPECT_EQ(third.at("x"), 5u);
+  EXPECT_EQ(third.at("y"), 0u);
+  auto fourth = assign_service_ids({"x"}, {{"x", 1000}});
+  EXPECT_EQ(fourth.at("x"), 0u);
+}
+
+TEST(ServiceIds, TooManyServices) {
+  std::vector<std::string> names;
+  for (int i = 0; i <= VEER_MAX_SERVICES; ++i) names.push_back("s" + std::to_string(i));
+  EXPECT_THROW(assign_service_ids(names, {}), StateFileError);
+  names.pop_back();
+  EXPECT_EQ(assign_service_ids(names, {}).size(), size_t{VEER_MAX_SERVICES});
+}
+
+TEST(EffectiveWeights, RuntimeWeightsWinWhenTheyFit) {
+  const ServiceConfig svc = three_variant_service();
+  ServiceState st;
+  st.weights_bp = {{"blue", 9000}, {"green", 500}, {"canary", 500}};
+  EXPECT_EQ(effective_weights(svc, &st), (std::vector<uint32_t>{9000, 500, 500}));
+  EXPECT_EQ(weights_by_name(svc, {9000, 500, 500}), st.weights_bp);
+}
+
+TEST(EffectiveWeights, ConfigWeightsWhenStateDoesNotFit) {
+  const ServiceConfig svc = three_variant_service();
+  EXPECT_EQ(effective_weights(svc, nullptr), svc.weights_bp);
+  ServiceState none;
+  EXPECT_EQ(effective_weights(svc, &none), svc.weights_bp);
+  ServiceState other_variants;
+  other_variants.weights_bp = {{"blue", 9000}, {"green", 500}, {"beta", 500}};
+  EXPECT_EQ(effective_weights(svc, &other_variants), svc.weights_bp);
+  ServiceState fewer;
+  fewer.weights_bp = {{"blue", 9500}, {"green", 500}};
+  EXPECT_EQ(effective_weights(svc, &fewer), svc.weights_bp);
+  ServiceState bad_sum;
+  bad_sum.weights_bp = {{"blue", 9000}, {"green", 500}, {"canary", 400}};
+  EXPECT_EQ(effective_weights(svc, &bad_sum), svc.weights_bp);
+}

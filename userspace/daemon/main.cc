@@ -1,0 +1,209 @@
+// veerd: wires the config, the data plane, the service tables and the
+// control socket together. No logic of its own beyond startup order:
+//   config (refused as a whole, nothing touched) -> control socket (refused if
+//   another veerd serves it) -> data plane (create or adopt pins) -> services
+//   -> attach -> daemonize -> serve until SIGTERM/SIGINT.
+#include <fcntl.h>
+#include <signal.h>
+#include <spdlog/sinks/syslog_sink.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <utility>  // before asio: Boost 1.74 needs std::exchange declared
+
+#include <boost/asio.hpp>
+#include <boost/program_options.hpp>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <iostream>
+
+#include "control_server.h"
+#include "daemon.h"
+#include "peer_credentials.h"
+#include "veer/config.h"
+#include "veer/dataplane.h"
+#include "veer/protocol.h"
+#include "veer/state_file.h"
+
+namespace po = boost::program_options;
+namespace asio = boost::asio;
+
+namespace {
+
+constexpr const char* kDefaultConfig = "/etc/veer/veer.yaml";
+
+int check_config(const std::string& path) {
+  try {
+    const veer::Config config = veer::load_config_file(path);
+    for (const auto& w : config.warnings) std::cerr << path << ": warning: " << w << "\n";
+    std::cout << path << ": ok\n";
+    return 0;
+  } catch (const veer::ConfigError& e) {
+    std::cerr << e.what() << "\n";
+    return 1;
+  }
+}
+
+// fork + setsid; the parent exits 0 once the child owns everything (the
+// socket already listens, so a client may connect as soon as we return).
+void daemonize() {
+  const pid_t pid = fork();
+  if (pid < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
+  if (pid > 0) _exit(0);
+  setsid();
+  if (chdir("/") != 0) {
+    // "/" always exists; nothing sensible to do otherwise.
+  }
+  const int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (devnull >= 0) {
+    dup2(devnull, STDIN_FILENO);
+    dup2(devnull, STDOUT_FILENO);
+    dup2(devnull, STDERR_FILENO);
+    if (devnull > STDERR_FILENO) close(devnull);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  po::options_description options("veerd options");
+  options.add_options()                                                           //
+      ("help,h", "show this help")                                                //
+      ("version", "print the version")                                            //
+      ("config,c", po::value<std::string>()->default_value(kDefaultConfig), "config file")  //
+      ("check-config", po::value<std::string>(), "validate FILE, print the result, exit 0 (ok) or 1")  //
+      ("foreground,f", "do not daemonize; log to stderr")                         //
+      ("log-level", po::value<std::string>()->default_value("info"), "trace|debug|info|warn|error");
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(argc, argv).options(options).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::cerr << "veerd: " << e.what() << "\n" << options;
+    return 2;
+  }
+  if (vm.count("help")) {
+    std::cout << "usage: veerd [--config FILE] [--foreground] [--log-level LEVEL]\n"
+                 "       veerd --check-config FILE\n\n"
+              << options;
+    return 0;
+  }
+  if (vm.count("version")) {
+    std::cout << "veerd " << veer::protocol::kVersion << "\n";
+    return 0;
+  }
+  if (vm.count("check-config")) return check_config(vm["check-config"].as<std::string>());
+
+  const std::string level_name = vm["log-level"].as<std::string>();
+  const auto level = spdlog::level::from_str(level_name);
+  if (level == spdlog::level::off && level_name != "off") {
+    std::cerr << "veerd: unknown --log-level " << level_name << " (trace|debug|info|warn|error)\n";
+    return 2;
+  }
+  spdlog::set_level(level);
+  const bool foreground = vm.count("foreground") > 0;
+
+  // The config path is absolute so reload works after chdir("/").
+  std::string config_path = vm["config"].as<std::string>();
+  {
+    std::error_code ec;
+    auto abs = std::filesystem::absolute(config_path, ec);
+    if (!ec) config_path = abs.lexically_normal().string();
+  }
+
+  // 1. Config: refused as a whole, nothing touched.
+  veer::Config config;
+  try {
+    config = veer::load_config_file(config_path);
+  } catch (const veer::ConfigError& e) {
+    std::cerr << e.what() << "\n";
+    return 1;
+  }
+  for (const auto& w : config.warnings) spdlog::warn("{}: {}", config_path, w);
+
+  signal(SIGPIPE, SIG_IGN);
+  const std::optional<gid_t> veer_gid = veer::veer_group_id();
+  const std::string socket_path = config.node.socket;
+
+  // 2. Control socket before the data plane: a second veerd stops here,
+  //    before it touches the maps the first one owns.
+  int listen_fd = -1;
+  try {
+    listen_fd = veer::open_control_socket(socket_path, veer_gid);
+  } catch (const std::exception& e) {
+    std::cerr << "veerd: " << e.what() << "\n";
+    return 1;
+  }
+
+  std::unique_ptr<veer::Daemon> daemon;
+  try {
+    // 3. Data plane: create or adopt the pins.
+    auto dataplane = veer::Dataplane::open(
+        {config.node.pin_path, config.node.flow_table_size, config.node.hash_seed});
+    spdlog::info("data plane {} at {}", dataplane->adopted() ? "adopted" : "created", config.node.pin_path);
+    // 4. Services, 5. attach.
+    auto state = veer::read_state_file(veer::state_file_path(config.node.state_dir));
+    daemon = std::make_unique<veer::Daemon>(config_path, config, std::move(dataplane), std::move(state));
+    daemon->start();
+  } catch (const std::exception& e) {
+    std::cerr << "veerd: " << e.what() << "\n";
+    close(listen_fd);
+    unlink(socket_path.c_str());
+    return 1;
+  }
+
+  if (!foreground) {
+    try {
+      daemonize();
+    } catch (const std::exception& e) {
+      std::cerr << "veerd: " << e.what() << "\n";
+      close(listen_fd);
+      unlink(socket_path.c_str());
+      return 1;
+    }
+    // stderr is /dev/null now: logs go to syslog.
+    auto logger = spdlog::syslog_logger_mt("veerd", "veerd", LOG_PID, LOG_DAEMON);
+    logger->set_level(level);
+    spdlog::set_default_logger(logger);
+  }
+
+  // The event loop is created after the fork (epoll state is per process).
+  asio::io_context io;
+  veer::ControlServer server(io, listen_fd, socket_path, veer_gid,
+                             [&daemon](std::string_view line) { return daemon->handle_line(line); });
+  asio::signal_set stop_signals(io, SIGTERM, SIGINT);
+  stop_signals.async_wait([&](const boost::system::error_code& ec, int signo) {
+    if (ec) return;
+    // Programs stay attached and pins stay: the data plane keeps forwarding
+    // while veerd is away (SPEC §2.8).
+    spdlog::info("signal {}: stopping; the data plane stays attached", signo);
+    server.stop();
+    io.stop();
+  });
+  asio::signal_set hup(io, SIGHUP);
+  std::function<void()> wait_hup = [&] {
+    hup.async_wait([&](const boost::system::error_code& ec, int) {
+      if (ec) return;
+      spdlog::info("SIGHUP: reload: {}", daemon->reload_now());
+      wait_hup();
+    });
+  };
+  wait_hup();
+
+  server.start();
+  spdlog::info("veerd {} serving {} (pid {})", veer::protocol::kVersion, socket_path, getpid());
+  // A handler that throws must not end the daemon (a client never kills
+  // it): log and keep serving.
+  for (;;) {
+    try {
+      io.run();
+      break;
+    } catch (const std::exception& e) {
+      spdlog::error("event loop: {}", e.what());
+    }
+  }
+  spdlog::info("veerd stopped");
+  return 0;
+}

@@ -1,0 +1,88 @@
+// Layout of every abi.h struct, as the BPF side (clang -target bpf, same
+// natural alignment as x86-64 and arm64) compiles it. A change here means the
+// pinned maps change: bump VEER_ABI_VERSION.
+#include <cstddef>
+
+#include "veer/net.h"  // abi.h with the kernel's __u* types
+
+namespace {
+
+#define VEER_CHECK_SIZE(type, size) static_assert(sizeof(struct type) == (size), #type " size changed")
+#define VEER_CHECK_FIELD(type, field, offset) \
+  static_assert(offsetof(struct type, field) == (offset), #type "." #field " moved")
+
+VEER_CHECK_SIZE(veer_addr, 16);
+VEER_CHECK_FIELD(veer_addr, addr, 0);
+
+VEER_CHECK_SIZE(veer_service_key, 20);
+VEER_CHECK_FIELD(veer_service_key, vip, 0);
+VEER_CHECK_FIELD(veer_service_key, port, 16);
+VEER_CHECK_FIELD(veer_service_key, proto, 18);
+VEER_CHECK_FIELD(veer_service_key, family, 19);
+
+VEER_CHECK_SIZE(veer_service, 16);
+VEER_CHECK_FIELD(veer_service, id, 0);
+VEER_CHECK_FIELD(veer_service, hash_seed, 4);
+VEER_CHECK_FIELD(veer_service, active_table, 8);
+VEER_CHECK_FIELD(veer_service, affinity, 9);
+VEER_CHECK_FIELD(veer_service, n_variants, 10);
+VEER_CHECK_FIELD(veer_service, pad, 11);
+VEER_CHECK_FIELD(veer_service, generation, 12);
+
+VEER_CHECK_SIZE(veer_slot, 2);
+VEER_CHECK_FIELD(veer_slot, variant, 0);
+VEER_CHECK_FIELD(veer_slot, backend, 1);
+
+VEER_CHECK_SIZE(veer_slot_table, 2 * VEER_SLOTS);
+VEER_CHECK_FIELD(veer_slot_table, slot, 0);
+
+VEER_CHECK_SIZE(veer_backend, 20);
+VEER_CHECK_FIELD(veer_backend, addr, 0);
+VEER_CHECK_FIELD(veer_backend, port, 16);
+VEER_CHECK_FIELD(veer_backend, family, 18);
+VEER_CHECK_FIELD(veer_backend, flags, 19);
+
+VEER_CHECK_SIZE(veer_flow_key, 40);
+VEER_CHECK_FIELD(veer_flow_key, src, 0);
+VEER_CHECK_FIELD(veer_flow_key, dst, 16);
+VEER_CHECK_FIELD(veer_flow_key, sport, 32);
+VEER_CHECK_FIELD(veer_flow_key, dport, 34);
+VEER_CHECK_FIELD(veer_flow_key, proto, 36);
+VEER_CHECK_FIELD(veer_flow_key, family, 37);
+VEER_CHECK_FIELD(veer_flow_key, pad, 38);
+
+VEER_CHECK_SIZE(veer_flow, 32);
+VEER_CHECK_FIELD(veer_flow, backend, 0);
+VEER_CHECK_FIELD(veer_flow, backend_port, 16);
+VEER_CHECK_FIELD(veer_flow, service_id, 18);
+VEER_CHECK_FIELD(veer_flow, variant, 20);
+VEER_CHECK_FIELD(veer_flow, backend_idx, 21);
+VEER_CHECK_FIELD(veer_flow, pad, 22);
+VEER_CHECK_FIELD(veer_flow, last_seen_ns, 24);
+
+VEER_CHECK_SIZE(veer_nat_rev, 24);
+VEER_CHECK_FIELD(veer_nat_rev, vip, 0);
+VEER_CHECK_FIELD(veer_nat_rev, vport, 16);
+VEER_CHECK_FIELD(veer_nat_rev, service_id, 18);
+VEER_CHECK_FIELD(veer_nat_rev, variant, 20);
+VEER_CHECK_FIELD(veer_nat_rev, pad, 21);
+
+VEER_CHECK_SIZE(veer_variant_counters, 40);
+VEER_CHECK_FIELD(veer_variant_counters, packets_in, 0);
+VEER_CHECK_FIELD(veer_variant_counters, bytes_in, 8);
+VEER_CHECK_FIELD(veer_variant_counters, packets_out, 16);
+VEER_CHECK_FIELD(veer_variant_counters, bytes_out, 24);
+VEER_CHECK_FIELD(veer_variant_counters, new_flows, 32);
+
+VEER_CHECK_SIZE(veer_meta, 16);
+VEER_CHECK_FIELD(veer_meta, abi_version, 0);
+VEER_CHECK_FIELD(veer_meta, hash_seed, 4);
+VEER_CHECK_FIELD(veer_meta, created_ns, 8);
+
+// Limits the userspace types rely on.
+static_assert(VEER_SLOTS == VEER_WEIGHT_TOTAL, "a basis point must be exactly one slot");
+static_assert(VEER_MAX_BACKENDS <= 256 && VEER_MAX_VARIANTS < VEER_VARIANT_NONE,
+              "variant and backend indices must fit veer_slot's u8 fields");
+static_assert(VEER_REASON_MAX > VEER_R_PASS_TRUNCATED_L4, "VEER_REASON_MAX must follow the last reason");
+
+}  // namespace

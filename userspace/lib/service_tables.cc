@@ -1,0 +1,283 @@
+// Service tables pushed to the maps in packet-safe order (see the header).
+#include "veer/service_tables.h"
+
+#include <arpa/inet.h>
+
+#include <stdexcept>
+#include <string>
+
+namespace veer {
+
+veer_service_key service_key(const ServiceConfig& svc) {
+  veer_service_key key{};
+  key.vip = svc.vip.to_abi();
+  key.port = htons(svc.port);
+  key.proto = svc.protocol == Protocol::Tcp ? VEER_PROTO_TCP : VEER_PROTO_UDP;
+  key.family = static_cast<__u8>(svc.vip.family);
+  return key;
+}
+
+namespace {
+
+bool same_key(const veer_service_key& a, const veer_service_key& b) {
+  return a.vip.addr[0] == b.vip.addr[0] && a.vip.addr[1] == b.vip.addr[1] && a.vip.addr[2] == b.vip.addr[2] &&
+         a.vip.addr[3] == b.vip.addr[3] && a.port == b.port && a.proto == b.proto && a.family == b.family;
+}
+
+uint32_t backend_index(uint32_t service_id, unsigned variant, unsigned backend) {
+  return (service_id * VEER_MAX_VARIANTS + variant) * VEER_MAX_BACKENDS + backend;
+}
+
+void check_service(uint32_t service_id, const ServiceConfig& svc, const std::vector<uint32_t>& weights_bp) {
+  if (service_id >= VEER_MAX_SERVICES)
+    throw std::invalid_argument("service id " + std::to_string(service_id) + " out of range");
+  if (svc.variants.empty() || svc.variants.size() > VEER_MAX_VARIANTS)
+    throw std::invalid_argument("service '" + svc.name + "' needs 1 to 8 variants");
+  if (weights_bp.size() != svc.variants.size())
+    throw std::invalid_argument("service '" + svc.name + "': " + std::to_string(weights_bp.size()) +
+                                " weights for " + std::to_string(svc.variants.size()) + " variants");
+  if (svc.stable_index() < 0) throw std::invalid_argument("service '" + svc.name + "': stable is not a variant");
+  for (const auto& v : svc.variants)
+    if (v.backends.empty() || v.backends.size() > VEER_MAX_BACKENDS)
+      throw std::invalid_argument("variant '" + v.name + "' needs 1 to 64 backends");
+  uint64_t sum = 0;
+  for (auto w : weights_bp) sum += w;
+  if (sum != VEER_WEIGHT_TOTAL)
+    throw std::invalid_argument("service '" + svc.name + "': weights sum to " + format_weight(static_cast<uint32_t>(sum)) +
+                                ", not 100");
+}
+
+}  // namespace
+
+ServiceTables::ServiceTables(MapWriter& writer, uint32_t hash_seed) : writer_(writer), seed_(hash_seed) {}
+
+std::map<uint16_t, uint8_t> ServiceTables::port_bits_of(const ServiceConfig& svc) {
+  std::map<uint16_t, uint8_t> bits;
+  const bool tcp = svc.protocol == Protocol::Tcp;
+  bits[svc.port] |= tcp ? VEER_PORT_F_SERVICE_TCP : VEER_PORT_F_SERVICE_UDP;
+  for (const auto& v : svc.variants)
+    for (const auto& b : v.backends) bits[b.port] |= tcp ? VEER_PORT_F_BACKEND_TCP : VEER_PORT_F_BACKEND_UDP;
+  return bits;
+}
+
+void ServiceTables::write_port_filter(const std::map<uint16_t, uint8_t>& wanted) {
+  // Only ports whose bits differ are written; a port absent from `wanted`
+  // goes to 0.
+  for (const auto& [port, bits] : wanted) {
+    auto it = port_filter_.find(port);
+    if (it == port_filter_.end() || it->second != bits) {
+      writer_.put_port_filter(port, bits);
+      port_filter_[port] = bits;
+    }
+  }
+  for (auto it = port_filter_.begin(); it != port_filter_.end();) {
+    if (!wanted.count(it->first)) {
+      writer_.put_port_filter(it->first, 0);
+      it = port_filter_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+std::map<uint16_t, uint8_t> ServiceTables::installed_port_bits() const {
+  std::map<uint16_t, uint8_t> bits;
+  for (const auto& [id, e] : entries_)
+    for (const auto& [port, b] : port_bits_of(e.svc)) bits[port] |= b;
+  return bits;
+}
+
+void ServiceTables::write_backends(uint32_t service_id, const Entry& e, bool present_only) {
+  for (unsigned v = 0; v < VEER_MAX_VARIANTS; ++v) {
+    for (unsigned b = 0; b < VEER_MAX_BACKENDS; ++b) {
+      const bool present = v < e.backends.size() && b < e.backends[v].size();
+      if (present_only != present) continue;
+      veer_backend be{};
+      if (present) {
+        const BackendSpec& spec = e.backends[v][b];
+        be.addr = spec.endpoint.ip.to_abi();
+        be.port = htons(spec.endpoint.port);
+        be.family = static_cast<__u8>(spec.endpoint.ip.family);
+        be.flags = VEER_BACKEND_F_PRESENT | (spec.draining ? VEER_BACKEND_F_DRAINING : 0);
+      }
+      writer_.put_backend(backend_index(service_id, v, b), be);
+    }
+  }
+}
+
+void ServiceTables::install(uint32_t service_id, const ServiceConfig& svc, const std::vector<uint32_t>& weights_bp) {
+  check_service(service_id, svc, weights_bp);  // nothing below throws on input
+  const unsigned stable = static_cast<unsigned>(svc.stable_index());
+  const veer_service_key key = service_key(svc);
+
+  // The id may be reused for another service (reload): retire the old one first.
+  if (auto it = entries_.find(service_id); it != entries_.end() && !same_key(service_key(it->second.svc), key))
+    remove(service_id);
+
+  Entry next;
+  next.svc = svc;
+  next.svc.weights_bp = weights_bp;
+  next.backends.resize(svc.variants.size());
+  const Entry* previous = nullptr;
+  if (auto it = entries_.find(service_id); it != entries_.end()) previous = &it->second;
+  for (size_t v = 0; v < svc.variants.size(); ++v) {
+    for (const auto& ep : svc.variants[v].backends) {
+      bool draining = false;
+      // A reload keeps drain marks of backends that are still there (same variant name).
+      if (previous) {
+        const int pv = previous->svc.variant_index(svc.variants[v].name);
+        if (pv >= 0)
+          for (const auto& old : previous->backends[static_cast<size_t>(pv)])
+            if (old.endpoint == ep) draining = old.draining;
+      }
+      next.backends[v].push_back({ep, draining});
+    }
+  }
+
+  // What the packet path currently uses for this service, if anything.
+  // `current` is it with variant indices of the NEW config (the starting
+  // point of the rebalance); `in_map` is it as the map holds it.
+  std::optional<SlotTable> current;
+  std::optional<SlotTable> in_map;
+  if (previous) {
+    // Same daemon, reload: variants are matched by name (the order may change).
+    in_map = previous->table;
+    current = previous->table;
+    for (auto& slot : current->slots) {
+      if (slot.variant >= previous->svc.variants.size()) continue;
+      const int nv = svc.variant_index(previous->svc.variants[slot.variant].name);
+      slot.variant = nv < 0 ? VEER_VARIANT_NONE : static_cast<uint8_t>(nv);
+    }
+    next.active = previous->active;
+    next.generation = previous->generation;
+    next.visible = previous->visible;
+  } else if (auto existing = writer_.get_service(key); existing && existing->id == service_id &&
+                                                       existing->active_table <= 1) {
+    // Restart: adopt the pinned active table, so slot ownership (and the
+    // flows that follow from it) survives. Variants keep their config order.
+    next.active = existing->active_table;
+    next.generation = existing->generation;
+    next.visible = true;  // whatever happens, only the inactive table is written
+    if (auto table = writer_.get_slot_table(service_id * 2 + existing->active_table)) {
+      current.emplace();
+      current->slots.assign(table->slot, table->slot + VEER_SLOTS);
+      in_map = current;
+    }
+  }
+  next.table = current ? rebalance(*current, weights_bp, stable, next.backends, seed_)
+                       : build_table(weights_bp, stable, next.backends, seed_);
+
+  // 1. Port filter bits of the new service set before it becomes visible.
+  auto wanted = installed_port_bits();
+  for (const auto& [port, b] : port_bits_of(svc)) wanted[port] |= b;
+  for (const auto& [port, b] : port_filter_) wanted[port] |= b;  // nothing cleared yet
+  write_port_filter(wanted);
+  // 2. Backends the new table may name.
+  write_backends(service_id, next, true);
+  // 3. The table, then one flip of veer_service.
+  const bool changed = !in_map || !(next.table == *in_map);
+  if (!next.visible || changed) {
+    push(service_id, next, next.table);
+  } else {
+    // Same table: rewrite the service value in place (affinity, seed) without a flip.
+    writer_.put_service(key, service_value(service_id, next));
+  }
+  entries_[service_id] = std::move(next);
+  // 4. Clean up: backend slots beyond the new lists, stale port bits.
+  write_backends(service_id, entries_[service_id], false);
+  write_port_filter(installed_port_bits());
+}
+
+veer_service ServiceTables::service_value(uint32_t service_id, const Entry& e) const {
+  veer_service value{};
+  value.id = service_id;
+  value.hash_seed = seed_;
+  value.active_table = e.active;
+  value.affinity = e.svc.affinity == Affinity::ClientIp ? VEER_AFFINITY_CLIENT_IP : VEER_AFFINITY_CONNECTION;
+  value.n_variants = static_cast<__u8>(e.svc.variants.size());
+  value.generation = e.generation;
+  return value;
+}
+
+void ServiceTables::push(uint32_t service_id, Entry& e, const SlotTable& next) {
+  // A service not yet visible has no active table to protect: the first
+  // table goes to slot 0 and the service appears with it. Otherwise write
+  // the inactive table, then flip.
+  const uint8_t target = e.visible ? static_cast<uint8_t>(1 - e.active) : 0;
+  veer_slot_table raw;
+  std::copy(next.slots.begin(), next.slots.end(), raw.slot);
+  writer_.put_slot_table(service_id * 2 + target, raw);
+  Entry flipped = e;
+  flipped.active = target;
+  flipped.generation = e.generation + 1;
+  writer_.put_service(service_key(e.svc), service_value(service_id, flipped));
+  e.active = target;
+  e.generation = flipped.generation;
+  e.table = next;
+  e.visible = true;
+}
+
+ServiceTables::Entry& ServiceTables::entry(uint32_t service_id) {
+  auto it = entries_.find(service_id);
+  if (it == entries_.end()) throw std::out_of_range("no service with id " + std::to_string(service_id));
+  return it->second;
+}
+
+const ServiceTables::Entry& ServiceTables::entry(uint32_t service_id) const {
+  auto it = entries_.find(service_id);
+  if (it == entries_.end()) throw std::out_of_range("no service with id " + std::to_string(service_id));
+  return it->second;
+}
+
+void ServiceTables::set_weights(uint32_t service_id, const std::vector<uint32_t>& weights_bp) {
+  Entry& e = entry(service_id);
+  if (weights_bp.size() != e.svc.variants.size())
+    throw std::invalid_argument("service '" + e.svc.name + "': " + std::to_string(weights_bp.size()) +
+                                " weights for " + std::to_string(e.svc.variants.size()) + " variants");
+  SlotTable next = rebalance(e.table, weights_bp, static_cast<unsigned>(e.svc.stable_index()), e.backends, seed_);
+  if (!(next == e.table)) push(service_id, e, next);
+  e.svc.weights_bp = weights_bp;
+}
+
+void ServiceTables::set_draining(uint32_t service_id, unsigned variant, unsigned backend, bool draining) {
+  Entry& e = entry(service_id);
+  if (variant >= e.backends.size() || backend >= e.backends[variant].size())
+    throw std::out_of_range("service '" + e.svc.name + "' has no backend " + std::to_string(backend) +
+                            " in variant " + std::to_string(variant));
+  Entry updated = e;
+  updated.backends[variant][backend].draining = draining;
+  SlotTable next = updated.table;
+  assign_backends(next, updated.backends, seed_);
+  // The flag first (observers see the drain), then the table that stops
+  // sending new flows there.
+  write_backends(service_id, updated, true);
+  e.backends = std::move(updated.backends);
+  if (!(next == e.table)) push(service_id, e, next);
+}
+
+void ServiceTables::remove(uint32_t service_id) {
+  auto it = entries_.find(service_id);
+  if (it == entries_.end()) return;
+  // Invisible first; then its backends and port bits can go.
+  writer_.delete_service(service_key(it->second.svc));
+  Entry gone = std::move(it->second);
+  entries_.erase(it);
+  gone.backends.clear();
+  write_backends(service_id, gone, false);
+  write_port_filter(installed_port_bits());
+}
+
+const SlotTable& ServiceTables::active_table(uint32_t service_id) const { return entry(service_id).table; }
+
+std::vector<uint32_t> ServiceTables::applied_weights(uint32_t service_id) const {
+  const Entry& e = entry(service_id);
+  auto value = writer_.get_service(service_key(e.svc));
+  if (!value) throw std::runtime_error("service '" + e.svc.name + "' is not in the service map");
+  auto raw = writer_.get_slot_table(service_id * 2 + value->active_table);
+  if (!raw) throw std::runtime_error("service '" + e.svc.name + "': active slot table unreadable");
+  SlotTable t;
+  t.slots.assign(raw->slot, raw->slot + VEER_SLOTS);
+  return count_weights(t, static_cast<unsigned>(e.svc.variants.size()));
+}
+
+}  // namespace veer

@@ -1,0 +1,70 @@
+// node.state_dir/state.json: what veerd must remember across restarts and
+// reloads that the config does not say: stable service ids (they index the
+// pinned BPF arrays, so a service must keep its id while flows of it live),
+// weights set at runtime (weights/switch) and drained backends.
+// Written atomically (temp file in the same folder + fsync + rename): a
+// reader sees the old file or the new one, never a partial one.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "veer/config.h"
+
+namespace veer {
+
+struct ServiceState {
+  // Runtime weights (variant name -> basis points); empty = none set at
+  // runtime, the config's weights apply.
+  std::map<std::string, uint32_t> weights_bp;
+  std::set<std::string> draining;  // backend endpoints ("10.1.1.2:8080")
+  bool operator==(const ServiceState&) const = default;
+};
+
+struct NodeState {
+  std::map<std::string, uint32_t> service_ids;       // service name -> id
+  std::map<std::string, ServiceState> services;      // service name -> state
+  bool operator==(const NodeState&) const = default;
+};
+
+class StateFileError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+inline constexpr int kStateFileVersion = 1;
+
+std::string state_to_json(const NodeState& state);            // one JSON document
+NodeState state_from_json(std::string_view text);              // throws StateFileError naming the problem
+
+// Atomic write; creates the folder if needed. Throws StateFileError.
+void write_state_file(const std::string& path, const NodeState& state);
+
+struct StateLoad {
+  NodeState state;                      // empty if the file is missing or unusable
+  std::optional<std::string> problem;   // set if the file exists but is unusable
+};
+// A missing file is not a problem; a corrupt one is reported, never fatal.
+StateLoad read_state_file(const std::string& path);
+
+inline std::string state_file_path(const std::string& state_dir) { return state_dir + "/state.json"; }
+
+// Ids for `names` (config order): a name keeps its previous id; new names get
+// the lowest free id. Names not listed are dropped (their ids become free).
+// Throws StateFileError if more than VEER_MAX_SERVICES services.
+std::map<std::string, uint32_t> assign_service_ids(const std::vector<std::string>& names,
+                                                   const std::map<std::string, uint32_t>& previous);
+
+// The weights a service starts with: the runtime weights from `state` if they
+// name exactly the service's variants and sum to 100.00 %, else the config's.
+std::vector<uint32_t> effective_weights(const ServiceConfig& svc, const ServiceState* state);
+
+// Runtime weights as stored in state (variant name -> bp), from a per-variant vector.
+std::map<std::string, uint32_t> weights_by_name(const ServiceConfig& svc, const std::vector<uint32_t>& weights_bp);
+
+}  // namespace veer
