@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""(b) 50 long-lived TCP connections exchanging a line every 100 ms survive `veerctl switch ranker-echo
+green`: none reset, every reply from the variant that answered first; every new connection after the switch
+goes to green."""
+import time
+
+import veer_e2e as e2e
+
+LONG_LIVED = 50
+
+
+class TestSwitch(e2e.VeerCase):
+    prefix = "ve2e-switch"
+
+    def test_switch_keeps_established_connections(self):
+        src_long, src_new = "10.0.1.31", "10.0.1.32"
+        long = self.tb.long_client("--dst", e2e.VIP4, "--port", 7000, "--src", src_long, "--connections",
+                                   LONG_LIVED, "--interval", 0.1, "--duration", 60)
+        try:
+            ready = long.ready()
+            first = {c["index"]: c["variant"] for c in ready["connections"]}
+            self.assertTrue(all(c["error"] is None for c in ready["connections"]), ready)
+            self.assertNotIn(None, first.values())
+            non_green = sum(1 for v in first.values() if v != "green")
+            print(f"  before switch: first variants {sorted(first.values()).count('blue')} blue, "
+                  f"{non_green} not green of {LONG_LIVED}", flush=True)
+            # With weights 60/20/20 some connections start outside green; they prove the switch moved no flow.
+            self.assertGreater(non_green, 0)
+            time.sleep(1.0)
+
+            self.veerd.ctl("switch", "ranker-echo", "green")
+            weights = self.veerd.weights("ranker-echo")
+            self.assertEqual(weights, {"blue": 0.0, "green": 100.0, "canary": 0.0})
+
+            # New connections after the switch: all green (one line each).
+            new = self.tb.long_client("--dst", e2e.VIP4, "--port", 7000, "--src", src_new, "--connections", 300,
+                                      "--duration", 0, "--stagger", 0)
+            new_done = new.finish(timeout=60)
+            self.assertEqual(new_done["summary"]["errors"], 0, new_done["summary"])
+            self.assertEqual(new_done["summary"]["first_variants"], {"green": 300})
+
+            time.sleep(2.0)  # the long-lived connections keep talking across and after the switch
+        finally:
+            done = long.finish()
+        s = done["summary"]
+        print(f"  long-lived after switch: {s}", flush=True)
+        self.assertEqual(s["errors"], 0, [c for c in done["connections"] if c["error"]])
+        self.assertEqual(s["resets"], 0)
+        self.assertEqual(s["changed_variant"], 0)
+        for c in done["connections"]:
+            self.assertEqual(c["variants"], {first[c["index"]]: c["sent"]}, c)
+            self.assertGreaterEqual(c["sent"], 20, c)  # ~3 s at 100 ms: it really was talking throughout
+        for v in e2e.VARIANTS:
+            echo = self.tb.backend_stats(v)["echo"]["clients"].get(src_long, {})
+            self.assertEqual(echo.get("resets", 0), 0, f"{v} saw resets")
+            self.assertEqual(echo.get("connections", 0), sum(1 for x in first.values() if x == v))
+
+
+if __name__ == "__main__":
+    e2e.main()
