@@ -18,6 +18,11 @@
 //   net = wrapped - wrapped(XDP_PASS) + XDP_PASS. bench_reset -> parse+LRU is
 //   reported as a cross-check of that subtraction.
 // - Every round checks veer's counters: the runs took the intended path.
+// - Forwarded packets take their next hop from veer's per-CPU next-hop cache
+//   (bpf/lib/fib_cache.h) after the first run fills it, as established flows
+//   and replies do on a node: the rows include that, and the run checks the
+//   cache holds the backend's and the client's entries. "info: parse +
+//   bpf_fib_lookup" is what each of those packets would cost without it.
 // - R rounds, cases interleaved within a round, medians reported.
 //
 // Runs in its own network namespace (bpf_fib_lookup needs routes and
@@ -269,6 +274,16 @@ int main(int argc, char** argv) {
       }
     }
     veer_bench_ref__destroy(ref);
+    {
+      int ncpus = libbpf_num_possible_cpus();
+      auto cached_anywhere = [&](const Ip& dst, int ingress) {
+        for (int cpu = 0; cpu < ncpus; ++cpu)
+          if (dp.fib_cache_entry(dst, ingress, cpu)) return true;
+        return false;
+      };
+      if (!cached_anywhere(fwd->dst, ifindex)) check_errors += "no next-hop cache entry for the backend\n";
+      if (!cached_anywhere(client.src, backend_ifindex)) check_errors += "no next-hop cache entry for the client\n";
+    }
 
     // ---- report ----
     double pass = rows[PASS].median();

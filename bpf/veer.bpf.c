@@ -4,8 +4,9 @@
  * all logic (the headers in bpf/lib/):
  *   veer_xdp  SEC("xdp")  native or generic XDP
  *   veer_tc   SEC("tc")   cls_bpf direct-action under clsact, or tcx
- * Per packet: parse -> classify -> (select) -> rewrite -> forward, and every
- * verdict is counted once under its enum veer_reason.
+ * Per packet: parse -> classify -> (select) -> rewrite -> forward (next hop
+ * from the per-CPU cache, else bpf_fib_lookup), and every verdict is counted
+ * once under its enum veer_reason.
  */
 #include "lib/common.h"
 #include "lib/maps.h"
@@ -14,6 +15,7 @@
 #include "lib/stats.h"
 #include "lib/nat.h"
 #include "lib/select.h"
+#include "lib/fib_cache.h"
 #include "lib/fwd.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -26,6 +28,10 @@ VEER_INLINE int veer_process(struct veer_pkt *pkt, const enum veer_hook hook)
 	struct veer_nat_target t;
 	struct veer_l4_diff d = {};
 	struct bpf_fib_lookup fib;
+	struct veer_fib_cache_key nh_key;
+	const struct veer_fib_cache_entry *nh;
+	__u32 fwd_reason;
+	__u64 now;
 	int r;
 
 	r = veer_parse(pkt, &h);
@@ -44,11 +50,14 @@ VEER_INLINE int veer_process(struct veer_pkt *pkt, const enum veer_hook hook)
 	if (r != VEER_CONTINUE)
 		return veer_end(hook, r);
 
+	/* One clock read per service packet, shared by the flow table and the
+	 * next-hop cache. */
+	now = bpf_ktime_get_coarse_ns();
 	if (m.kind == VEER_MATCH_FLOW) {
-		veer_flow_touch(m.flow);
+		veer_flow_touch(m.flow, now);
 		veer_target_from_flow(m.flow, &t);
 	} else if (m.kind == VEER_MATCH_NEW) {
-		r = veer_flow_create(m.svc, &key, &t);
+		r = veer_flow_create(m.svc, &key, &t, now);
 		if (r != VEER_CONTINUE)
 			return veer_end(hook, r);
 	} else {
@@ -57,10 +66,20 @@ VEER_INLINE int veer_process(struct veer_pkt *pkt, const enum veer_hook hook)
 
 	veer_nat_rewrite(&h, &t, &d);
 	veer_count_packet(t.service_id, t.variant, t.to_client, pkt->len);
+	fwd_reason = t.to_client ? VEER_R_FWD_TO_CLIENT : VEER_R_FWD_TO_BACKEND;
+
+	/* The cache key and the FIB parameters read the rewritten headers:
+	 * both before the TC checksum helpers invalidate packet pointers. Two
+	 * separate tails, so that the verifier never sees fib used unset. */
+	veer_fib_cache_key_of(pkt, hook, &h, &nh_key);
+	nh = veer_fib_cache_find(&nh_key, now);
+	if (nh) {
+		veer_l4_csum_commit(pkt, hook, h.l4_check, h.l4_check_off, &d);
+		return veer_forward_cached(pkt, hook, nh, fwd_reason);
+	}
 	veer_fib_params(pkt, hook, &h, &fib);
 	veer_l4_csum_commit(pkt, hook, h.l4_check, h.l4_check_off, &d);
-	return veer_forward(pkt, hook, &fib,
-			    t.to_client ? VEER_R_FWD_TO_CLIENT : VEER_R_FWD_TO_BACKEND);
+	return veer_forward(pkt, hook, &fib, fwd_reason, &nh_key, now);
 }
 
 SEC("xdp")

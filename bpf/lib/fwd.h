@@ -5,11 +5,14 @@
  * bpf_redirect; TC: bpf_redirect, or bpf_redirect_neigh when the kernel has
  * no neighbour entry yet). Whatever the FIB cannot forward goes to the stack,
  * already rewritten. Counts the reason of every verdict it returns.
+ * A fresh next-hop cache entry (lib/fib_cache.h) replaces the lookup: same
+ * MACs, same way out; every SUCCESS of the lookup refreshes the entry.
  */
 #ifndef VEER_LIB_FWD_H
 #define VEER_LIB_FWD_H
 
 #include "lib/common.h"
+#include "lib/fib_cache.h"
 #include "lib/parse.h"
 #include "lib/stats.h"
 
@@ -50,12 +53,36 @@ VEER_INLINE void veer_fib_params(const struct veer_pkt *pkt, const enum veer_hoo
 	}
 }
 
-/* fwd_reason: VEER_R_FWD_TO_BACKEND or VEER_R_FWD_TO_CLIENT. */
+/* The way out of a SUCCESS: new Ethernet addresses, then XDP_TX back out of
+ * the ingress interface or a redirect. */
+VEER_INLINE int veer_send(struct veer_pkt *pkt, const enum veer_hook hook, const __u8 *dmac,
+			  const __u8 *smac, __u32 egress_ifindex, __u32 fwd_reason)
+{
+	struct ethhdr *eth;
+
+	/* TC: the checksum helpers moved the packet pointers; find the
+	 * Ethernet header again (always there: parsing saw it). */
+	veer_pkt_reload(pkt, hook);
+	eth = pkt->data;
+	if ((void *)(eth + 1) > pkt->data_end)
+		return veer_end(hook, VEER_R_DROP_STATE_MISSING);
+	__builtin_memcpy(eth->h_dest, dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, smac, ETH_ALEN);
+
+	veer_count_reason(fwd_reason);
+	if (hook == VEER_HOOK_XDP && egress_ifindex == pkt->ifindex)
+		return XDP_TX;
+	return bpf_redirect(egress_ifindex, 0);
+}
+
+/* fwd_reason: VEER_R_FWD_TO_BACKEND or VEER_R_FWD_TO_CLIENT. cache_key: the
+ * packet's next-hop cache entry, refreshed on SUCCESS (now: this packet's
+ * clock reading). */
 VEER_INLINE int veer_forward(struct veer_pkt *pkt, const enum veer_hook hook,
-			     struct bpf_fib_lookup *p, __u32 fwd_reason)
+			     struct bpf_fib_lookup *p, __u32 fwd_reason,
+			     const struct veer_fib_cache_key *cache_key, __u64 now)
 {
 	long rc = bpf_fib_lookup(pkt->ctx, p, sizeof(*p), 0);
-	struct ethhdr *eth;
 
 	switch (rc) {
 	case BPF_FIB_LKUP_RET_SUCCESS:
@@ -90,19 +117,15 @@ VEER_INLINE int veer_forward(struct veer_pkt *pkt, const enum veer_hook hook,
 		return veer_end(hook, VEER_R_PASS_FIB_TO_STACK);
 	}
 
-	/* TC: the checksum helpers moved the packet pointers; find the
-	 * Ethernet header again (always there: parsing saw it). */
-	veer_pkt_reload(pkt, hook);
-	eth = pkt->data;
-	if ((void *)(eth + 1) > pkt->data_end)
-		return veer_end(hook, VEER_R_DROP_STATE_MISSING);
-	__builtin_memcpy(eth->h_dest, p->dmac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, p->smac, ETH_ALEN);
+	veer_fib_cache_store(cache_key, p, now);
+	return veer_send(pkt, hook, p->dmac, p->smac, p->ifindex, fwd_reason);
+}
 
-	veer_count_reason(fwd_reason);
-	if (hook == VEER_HOOK_XDP && p->ifindex == pkt->ifindex)
-		return XDP_TX;
-	return bpf_redirect(p->ifindex, 0);
+/* A fresh cache entry stands for a SUCCESS of the lookup. */
+VEER_INLINE int veer_forward_cached(struct veer_pkt *pkt, const enum veer_hook hook,
+				    const struct veer_fib_cache_entry *e, __u32 fwd_reason)
+{
+	return veer_send(pkt, hook, e->dmac, e->smac, e->egress_ifindex, fwd_reason);
 }
 
 #endif /* VEER_LIB_FWD_H */

@@ -84,4 +84,7 @@ struct {
 	__type(value, struct veer_meta);
 } veer_meta SEC(".maps");
 
+/* veer_fib_cache, the per-CPU next-hop cache, is BPF-private (no abi.h type,
+ * never read by userspace) and defined with its logic in lib/fib_cache.h. */
+
 #endif /* VEER_LIB_MAPS_H */

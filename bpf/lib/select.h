@@ -85,12 +85,11 @@ VEER_INLINE int veer_classify(const struct veer_hdrs *h, struct veer_flow_key *k
 }
 
 /* Keeps last_seen fresh without writing the shared cache line on every
- * packet. The coarse clock (jiffies resolution, kernel 5.11+) is enough for a
- * one-second granularity and costs less than bpf_ktime_get_ns(). */
-VEER_INLINE void veer_flow_touch(struct veer_flow *flow)
+ * packet. now: the packet's bpf_ktime_get_coarse_ns() reading (jiffies
+ * resolution, kernel 5.11+: enough for a one-second granularity, cheaper than
+ * bpf_ktime_get_ns()), read once and shared with the next-hop cache. */
+VEER_INLINE void veer_flow_touch(struct veer_flow *flow, __u64 now)
 {
-	__u64 now = bpf_ktime_get_coarse_ns();
-
 	if ((__s64)(now - flow->last_seen_ns) >= (__s64)VEER_LAST_SEEN_GRANULARITY_NS)
 		flow->last_seen_ns = now;
 }
@@ -139,7 +138,7 @@ VEER_INLINE int veer_select_backend(const struct veer_service *svc, const struct
 /* A client packet of an unknown flow (any packet, no SYN needed): select,
  * record the flow and its reverse entry, fill the NAT target. */
 VEER_INLINE int veer_flow_create(const struct veer_service *svc, const struct veer_flow_key *key,
-				 struct veer_nat_target *t)
+				 struct veer_nat_target *t, __u64 now)
 {
 	struct veer_flow flow;
 	struct veer_flow_key rkey;
@@ -149,7 +148,7 @@ VEER_INLINE int veer_flow_create(const struct veer_service *svc, const struct ve
 	r = veer_select_backend(svc, key, &flow);
 	if (r != VEER_CONTINUE)
 		return r;
-	flow.last_seen_ns = bpf_ktime_get_coarse_ns();
+	flow.last_seen_ns = now;
 
 	/* NOEXIST: if another CPU created this flow meanwhile (its first
 	 * packets raced, maybe across a table flip), its choice wins so every

@@ -6,8 +6,12 @@
 // test computes itself: the slot via veer/hash.h, checksums recomputed from
 // scratch (support/packet.h). Needs root.
 #include <gtest/gtest.h>
+#include <sched.h>
+#include <time.h>
 
 #include <algorithm>
+#include <chrono>
+#include <thread>
 #include <cstring>
 #include <set>
 #include <string>
@@ -849,6 +853,183 @@ TEST_P(VeerBpf, EveryPrefixOfAServicePacketIsHandled) {
       }
     }
   }
+}
+
+// ---- next-hop cache (bpf/lib/fib_cache.h) ------------------------------------------------
+
+// The cache is per CPU and BPF_PROG_TEST_RUN runs on the caller's CPU: these
+// tests pin themselves to one CPU so that every run sees the same copy.
+class PinnedToOneCpu {
+ public:
+  PinnedToOneCpu() {
+    if (sched_getaffinity(0, sizeof saved_, &saved_) != 0) throw std::runtime_error("sched_getaffinity");
+    cpu_ = sched_getcpu();
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu_, &one);
+    if (sched_setaffinity(0, sizeof one, &one) != 0) throw std::runtime_error("sched_setaffinity");
+  }
+  ~PinnedToOneCpu() { sched_setaffinity(0, sizeof saved_, &saved_); }
+  PinnedToOneCpu(const PinnedToOneCpu&) = delete;
+  PinnedToOneCpu& operator=(const PinnedToOneCpu&) = delete;
+  int cpu() const { return cpu_; }
+
+ private:
+  cpu_set_t saved_{};
+  int cpu_ = 0;
+};
+
+// The clock the program stamps expiries with (bpf_ktime_get_coarse_ns).
+uint64_t coarse_now_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+// Gives a PERMANENT neighbour another MAC for the scope of a test, and puts
+// the topology's MAC back afterwards (every test shares the namespace).
+class NeighbourMacChange {
+ public:
+  NeighbourMacChange(const std::string& ip, const std::string& new_mac) : ip_(ip) {
+    for (const auto& n : Topology::kNeighbours)
+      if (ip == n.ip) {
+        old_mac_ = n.mac;
+        dev_ = n.dev;
+      }
+    if (dev_.empty()) throw std::invalid_argument("no neighbour " + ip);
+    Topology::run("ip neigh replace " + ip + " lladdr " + new_mac + " dev " + dev_ + " nud permanent");
+  }
+  ~NeighbourMacChange() {
+    try {
+      Topology::run("ip neigh replace " + ip_ + " lladdr " + old_mac_ + " dev " + dev_ + " nud permanent");
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "cannot restore the neighbour " << ip_ << ": " << e.what();
+    }
+  }
+  NeighbourMacChange(const NeighbourMacChange&) = delete;
+  NeighbourMacChange& operator=(const NeighbourMacChange&) = delete;
+
+ private:
+  std::string ip_, old_mac_, dev_;
+};
+
+TEST_P(VeerBpf, SecondPacketToABackendUsesTheNextHopCache) {
+  PinnedToOneCpu pin;
+  for (const ServiceCase& c : kServiceCases) {
+    SCOPED_TRACE(c.name);
+    // A fresh data plane, so an empty cache, per case: the services share
+    // backends.
+    if (&c != &kServiceCases[0]) SetUp();
+    ServiceDef s = c.def();
+    Ip client = Ip::parse(c.client);
+    const uint16_t cport = 51000;
+    const BackendDef& want = expected_backend(s, client, cport);
+    Ip backend = Ip::parse(want.ip);
+    ASSERT_FALSE(dp_->fib_cache_entry(backend, g_topo->client_ifindex, pin.cpu())) << "fresh data plane";
+
+    PacketSpec spec = client_spec(s, client, cport);
+    RunResult first = expect_forwarded_to(s, spec, want);
+    uint64_t after_first = coarse_now_ns();
+    auto entry = dp_->fib_cache_entry(backend, g_topo->client_ifindex, pin.cpu());
+    ASSERT_TRUE(entry.has_value()) << "the SUCCESS of the first packet's lookup is cached";
+    EXPECT_EQ(entry->family, s.family());
+    EXPECT_EQ(entry->egress_ifindex, static_cast<uint32_t>(g_topo->backend_ifindex));
+    EXPECT_EQ(Mac(std::to_array(entry->dmac)), Topology::neighbour_mac(backend));
+    EXPECT_EQ(Mac(std::to_array(entry->smac)), mac(Topology::kBackendIfMac));
+    EXPECT_EQ(entry->mtu, 1500u) << "the veth's MTU, from the lookup's mtu_result";
+    EXPECT_GT(entry->expires_ns, after_first) << "fresh";
+    EXPECT_LE(entry->expires_ns, after_first + VEER_FIB_CACHE_TTL_NS) << "expires within a second";
+
+    // Later than the clock's resolution: a full lookup now would store a
+    // later expiry.
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    RunResult second = expect_forwarded_to(s, spec, want);
+    EXPECT_EQ(hex(second.out), hex(first.out)) << "the cached next hop gives the same bytes";
+    auto again = dp_->fib_cache_entry(backend, g_topo->client_ifindex, pin.cpu());
+    ASSERT_TRUE(again.has_value());
+    EXPECT_EQ(again->expires_ns, entry->expires_ns) << "a hit does not look up (nor refresh) the entry";
+
+    // The reply direction is cached under the client's address.
+    expect_reply_translated(s, reply_spec(s, want, client, cport));
+    EXPECT_TRUE(dp_->fib_cache_entry(client, g_topo->backend_ifindex, pin.cpu()).has_value());
+  }
+}
+
+TEST_P(VeerBpf, NeighbourChangeIsUsedOnlyAfterTheCacheEntryExpires) {
+  PinnedToOneCpu pin;
+  ServiceDef s = svc_tcp4();
+  Ip client = Ip::parse(kClient4);
+  const uint16_t cport = 51100;
+  const BackendDef& want = expected_backend(s, client, cport);
+  Ip backend = Ip::parse(want.ip);
+  const Mac new_mac = mac("02:00:00:00:0b:99");
+  PacketSpec spec = client_spec(s, client, cport);
+  Bytes frame = build(spec);
+
+  auto started = std::chrono::steady_clock::now();
+  RunResult first = run_expect(frame, g_topo->client_ifindex, VEER_R_FWD_TO_BACKEND);
+  auto p = parse(first.out);
+  ASSERT_TRUE(p.has_value());
+  ASSERT_EQ(p->dst_mac, Topology::neighbour_mac(backend));
+
+  NeighbourMacChange change(want.ip, "02:00:00:00:0b:99");
+  RunResult fresh = run_expect(frame, g_topo->client_ifindex, VEER_R_FWD_TO_BACKEND);
+  double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  p = parse(fresh.out);
+  ASSERT_TRUE(p.has_value());
+  if (elapsed < 0.9) {  // else the entry may have expired already: nothing to tell
+    EXPECT_EQ(p->dst_mac, Topology::neighbour_mac(backend)) << "a fresh entry keeps the old next hop";
+  }
+
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  RunResult expired = run_expect(frame, g_topo->client_ifindex, VEER_R_FWD_TO_BACKEND);
+  EXPECT_EQ(expired.retval, verdict_redirect(hook()));
+  p = parse(expired.out);
+  ASSERT_TRUE(p.has_value());
+  EXPECT_EQ(p->dst_mac, new_mac) << "after expiry the lookup finds the new neighbour";
+  auto entry = dp_->fib_cache_entry(backend, g_topo->client_ifindex, pin.cpu());
+  ASSERT_TRUE(entry.has_value());
+  EXPECT_EQ(Mac(std::to_array(entry->dmac)), new_mac) << "and the entry is refilled with it";
+}
+
+TEST_P(VeerBpf, PacketLongerThanTheCachedMtuTakesTheFullLookup) {
+  PinnedToOneCpu pin;
+  ServiceDef s = svc_tcp4();
+  Ip client = Ip::parse(kClient4);
+  const uint16_t cport = 51200;
+  const BackendDef& want = expected_backend(s, client, cport);
+  Ip backend = Ip::parse(want.ip);
+  expect_forwarded_to(s, client_spec(s, client, cport), want);
+  auto entry = dp_->fib_cache_entry(backend, g_topo->client_ifindex, pin.cpu());
+  ASSERT_TRUE(entry.has_value());
+  ASSERT_EQ(entry->mtu, 1500u);
+
+  {
+    SCOPED_TRACE("exactly the MTU: forwarded");
+    PacketSpec spec = client_spec(s, client, cport);
+    spec.payload.assign(1500 - 20 - 20, 'm');
+    ASSERT_EQ(build(spec).size(), 14u + 1500u);
+    expect_forwarded_to(s, spec, want);
+  }
+  {
+    // An L3 length of 2000 on a 1500-byte link: XDP's lookup answers
+    // FRAG_NEEDED (tot_len > MTU), TC's too (not a GSO skb, longer than
+    // the device takes). Either way the stack gets it, rewritten. Had the
+    // cache answered, it would have been redirected.
+    SCOPED_TRACE("longer than the cached MTU: the full lookup's verdict");
+    PacketSpec spec = client_spec(s, client, cport);
+    spec.payload.assign(2000 - 20 - 20, 'b');
+    RunResult r = run_expect(build(spec), g_topo->client_ifindex, VEER_R_PASS_FIB_TO_STACK);
+    EXPECT_EQ(r.retval, verdict_pass(hook()));
+    auto p = parse(r.out);
+    ASSERT_TRUE(p.has_value());
+    EXPECT_EQ(p->dst.str(), want.ip) << "rewritten before it is left to the stack";
+    EXPECT_TRUE(ipv4_checksum_ok(r.out, *p));
+    EXPECT_TRUE(l4_checksum_ok(r.out, *p));
+  }
+  auto after = dp_->fib_cache_entry(backend, g_topo->client_ifindex, pin.cpu());
+  ASSERT_TRUE(after.has_value());
+  EXPECT_EQ(after->mtu, 1500u) << "FRAG_NEEDED is never cached";
 }
 
 INSTANTIATE_TEST_SUITE_P(Hooks, VeerBpf, ::testing::Values(Hook::Xdp, Hook::Tc),

@@ -74,6 +74,16 @@ VEER_CHECK_FIELD(veer_variant_counters, packets_out, 16);
 VEER_CHECK_FIELD(veer_variant_counters, bytes_out, 24);
 VEER_CHECK_FIELD(veer_variant_counters, new_flows, 32);
 
+VEER_CHECK_SIZE(veer_fib_cache_entry, 56);
+VEER_CHECK_FIELD(veer_fib_cache_entry, dst, 0);
+VEER_CHECK_FIELD(veer_fib_cache_entry, ingress_ifindex, 16);
+VEER_CHECK_FIELD(veer_fib_cache_entry, egress_ifindex, 20);
+VEER_CHECK_FIELD(veer_fib_cache_entry, expires_ns, 24);
+VEER_CHECK_FIELD(veer_fib_cache_entry, mtu, 32);
+VEER_CHECK_FIELD(veer_fib_cache_entry, smac, 36);
+VEER_CHECK_FIELD(veer_fib_cache_entry, dmac, 42);
+VEER_CHECK_FIELD(veer_fib_cache_entry, family, 48);
+
 VEER_CHECK_SIZE(veer_meta, 16);
 VEER_CHECK_FIELD(veer_meta, abi_version, 0);
 VEER_CHECK_FIELD(veer_meta, hash_seed, 4);

@@ -18,7 +18,7 @@
 #ifndef VEER_ABI_H
 #define VEER_ABI_H
 
-#define VEER_ABI_VERSION 1
+#define VEER_ABI_VERSION 2 /* 2: veer_fib_cache */
 
 /* Limits (SPEC §1). */
 #define VEER_MAX_SERVICES 64
@@ -177,6 +177,26 @@ enum veer_reason {
 #define VEER_PORT_F_BACKEND_TCP 0x04 /* some TCP backend answers from this sport */
 #define VEER_PORT_F_BACKEND_UDP 0x08
 #define VEER_PORT_FILTER_SIZE 65536
+
+/* Map veer_fib_cache (PERCPU_ARRAY, VEER_FIB_CACHE_ENTRIES per CPU): the
+ * next hop of recent bpf_fib_lookup() SUCCESSes (bpf/lib/fib_cache.h). Only
+ * the data plane uses it; it is here because the BPF tests and the benchmark
+ * read it. Index = hash of (destination, ingress ifindex). */
+#define VEER_FIB_CACHE_BITS 8
+#define VEER_FIB_CACHE_ENTRIES (1u << VEER_FIB_CACHE_BITS) /* per CPU */
+#define VEER_FIB_CACHE_TTL_NS 1000000000ull
+
+struct veer_fib_cache_entry {
+	__u32 dst[4];          /* destination as looked up (IPv4: dst[0], rest 0) */
+	__u32 ingress_ifindex; /* where the lookup started */
+	__u32 egress_ifindex;  /* where the FIB sent it */
+	__u64 expires_ns;      /* bpf_ktime_get_coarse_ns() clock; 0: empty */
+	__u32 mtu;             /* the FIB's MTU for this route (mtu_result) */
+	__u8 smac[6];
+	__u8 dmac[6];
+	__u8 family;           /* VEER_AF_*; 0: empty */
+	__u8 pad[3];
+};
 
 /* Map veer_meta (ARRAY, 1 entry): written by veerd, read on adoption. */
 struct veer_meta {

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <ostream>
 #include <stdexcept>
 #include <string>
@@ -201,6 +202,26 @@ class Dataplane {
     int err = bpf_map__lookup_elem(skel_->maps.veer_flows, &k, sizeof k, &f, sizeof f, 0);
     if (out && !err) *out = f;
     return err == 0;
+  }
+
+  // The next-hop cache entry for (dst, ingress ifindex) in CPU `cpu`'s copy
+  // of veer_fib_cache, expired or not. Scans every index: where an entry
+  // lives is the program's business.
+  std::optional<veer_fib_cache_entry> fib_cache_entry(const Ip& dst, int ingress_ifindex, int cpu) const {
+    static_assert(sizeof(veer_fib_cache_entry) % 8 == 0, "per-CPU values are laid out 8-byte aligned");
+    std::vector<veer_fib_cache_entry> per_cpu(ncpus_);
+    veer_addr want = to_abi(dst);
+    uint8_t family = dst.family == 4 ? VEER_AF_INET : VEER_AF_INET6;
+    for (uint32_t i = 0; i < VEER_FIB_CACHE_ENTRIES; ++i) {
+      check(bpf_map__lookup_elem(skel_->maps.veer_fib_cache, &i, sizeof i, per_cpu.data(),
+                                 per_cpu.size() * sizeof(veer_fib_cache_entry), 0),
+            "lookup veer_fib_cache");
+      const veer_fib_cache_entry& e = per_cpu.at(static_cast<size_t>(cpu));
+      if (e.family == family && e.ingress_ifindex == static_cast<uint32_t>(ingress_ifindex) &&
+          std::memcmp(e.dst, want.addr, sizeof e.dst) == 0)
+        return e;
+    }
+    return std::nullopt;
   }
 
   // One BPF_PROG_TEST_RUN of `frame` arriving on `ifindex`. Throws if the
