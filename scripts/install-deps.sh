@@ -17,6 +17,11 @@ PACKAGES=(
   libgtest-dev googletest
   # testbed and e2e
   iproute2 ethtool procps psmisc python3 python3-yaml curl util-linux
+  # `vagrant validate` of vagrant/Vagrantfile (ctest vagrant_validate)
+  vagrant vagrant-libvirt
+  # VM harness (scripts/vm-test.sh): QEMU, the initramfs (static busybox, cpio), kernel package
+  # unpacking (dpkg -x, xz, depmod/modprobe from kmod) and apt's keyring for the private sources
+  qemu-system-x86 busybox-static cpio xz-utils zstd kmod debian-archive-keyring
 )
 
 if [ "$(id -u)" -ne 0 ]; then
