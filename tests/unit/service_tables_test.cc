@@ -359,6 +359,29 @@ TEST(ServiceTables, DrainMovesOnlyThatBackendAndMarksIt) {
   EXPECT_THROW(tables.set_draining(kId, 2, 0, true), std::out_of_range);
 }
 
+TEST(ServiceTables, BackendsDrainedAtInstallNeverAppearInATable) {
+  // A restarted daemon passes the drain marks it saved: the first table it
+  // writes already avoids the drained backend (no window before set_draining).
+  MemoryMaps maps;
+  ServiceTables tables(maps, kSeed);
+  const ServiceConfig svc = ranker();
+  const Endpoint drained = svc.variants[0].backends[1];
+  tables.install(kId, svc, {5000, 5000}, {drained});
+  const uint32_t index = (kId * VEER_MAX_VARIANTS + 0) * VEER_MAX_BACKENDS + 1;
+  EXPECT_EQ(maps.backends.at(index).flags, VEER_BACKEND_F_PRESENT | VEER_BACKEND_F_DRAINING);
+  size_t blue = 0;
+  for (const auto& s : tables.active_table(kId).slots) {
+    if (s.variant != 0) continue;
+    ++blue;
+    ASSERT_EQ(s.backend, 0);
+  }
+  EXPECT_EQ(blue, 5000u);
+  // Every table the map ever held avoids it too.
+  for (const auto& [i, t] : maps.tables)
+    for (const auto& s : t.slot)
+      if (s.variant == 0) { ASSERT_EQ(s.backend, 0); }
+}
+
 TEST(ServiceTables, ReloadMatchesVariantsByName) {
   MemoryMaps maps;
   ServiceTables tables(maps, kSeed);

@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
@@ -105,7 +106,8 @@ void ServiceTables::write_backends(uint32_t service_id, const Entry& e, bool pre
   }
 }
 
-void ServiceTables::install(uint32_t service_id, const ServiceConfig& svc, const std::vector<uint32_t>& weights_bp) {
+void ServiceTables::install(uint32_t service_id, const ServiceConfig& svc, const std::vector<uint32_t>& weights_bp,
+                            const std::vector<Endpoint>& draining_at_start) {
   check_service(service_id, svc, weights_bp);  // nothing below throws on input
   const unsigned stable = static_cast<unsigned>(svc.stable_index());
   const veer_service_key key = service_key(svc);
@@ -122,7 +124,7 @@ void ServiceTables::install(uint32_t service_id, const ServiceConfig& svc, const
   if (auto it = entries_.find(service_id); it != entries_.end()) previous = &it->second;
   for (size_t v = 0; v < svc.variants.size(); ++v) {
     for (const auto& ep : svc.variants[v].backends) {
-      bool draining = false;
+      bool draining = std::find(draining_at_start.begin(), draining_at_start.end(), ep) != draining_at_start.end();
       // A reload keeps drain marks of backends that are still there (same variant name).
       if (previous) {
         const int pv = previous->svc.variant_index(svc.variants[v].name);

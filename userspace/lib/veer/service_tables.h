@@ -46,7 +46,11 @@ class ServiceTables {
   // variants by name and keeping drain marks; a different service under an
   // id in use replaces it (the old one is removed first). A previously
   // unknown service appears with its table in slot 0 and generation 1.
-  void install(uint32_t service_id, const ServiceConfig& svc, const std::vector<uint32_t>& weights_bp);
+  // `draining` lists backends that start drained (drain marks saved across a
+  // restart), so a drained backend never gets a new flow, not even between
+  // install and a later set_draining().
+  void install(uint32_t service_id, const ServiceConfig& svc, const std::vector<uint32_t>& weights_bp,
+               const std::vector<Endpoint>& draining = {});
 
   // New weights: minimal-change rebalance, then one flip. No-op flip if unchanged.
   void set_weights(uint32_t service_id, const std::vector<uint32_t>& weights_bp);
