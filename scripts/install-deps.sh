@@ -17,6 +17,8 @@ PACKAGES=(
   libgtest-dev googletest
   # testbed and e2e
   iproute2 ethtool procps psmisc python3 python3-yaml curl util-linux
+  # packaging and the node service (CPack DEB shlibdeps, postinst group, systemd-analyze verify)
+  dpkg-dev adduser systemd
   # `vagrant validate` of vagrant/Vagrantfile (ctest vagrant_validate)
   vagrant vagrant-libvirt
   # VM harness (scripts/vm-test.sh): QEMU, the initramfs (static busybox, cpio), kernel package

@@ -138,6 +138,20 @@ TEST(ProtocolParse, Drain) {
 
 TEST(ProtocolParse, Reload) { EXPECT_TRUE(std::holds_alternative<ReloadRequest>(parse_request(R"({"cmd":"reload"})"))); }
 
+TEST(ProtocolParse, Shutdown) {
+  EXPECT_FALSE(std::get<ShutdownRequest>(parse_request(R"({"cmd":"shutdown"})")).unload);
+  EXPECT_FALSE(std::get<ShutdownRequest>(parse_request(R"({"cmd":"shutdown","unload":false})")).unload);
+  EXPECT_TRUE(std::get<ShutdownRequest>(parse_request(R"({"cmd":"shutdown","unload":true})")).unload);
+  // A typo must not turn into "keep the data plane" silently.
+  EXPECT_EQ(error_code_of(R"({"cmd":"shutdown","unload":"yes"})"), "bad_request");
+  EXPECT_EQ(error_code_of(R"({"cmd":"shutdown","unload":1})"), "bad_request");
+  for (bool unload : {false, true}) {
+    const Request r = ShutdownRequest{unload};
+    EXPECT_EQ(command_name(r), "shutdown");
+    EXPECT_EQ(std::get<ShutdownRequest>(parse_request(to_json(r).dump())).unload, unload);
+  }
+}
+
 TEST(ProtocolParse, ExtraFieldsAreIgnored) {
   EXPECT_TRUE(std::holds_alternative<PingRequest>(parse_request(R"({"cmd":"ping","id":42,"x":{"y":[1]}})")));
 }

@@ -39,6 +39,8 @@ const char* kUsage =
     "  drain SERVICE BACKEND [--undo]\n"
     "  reload\n"
     "  ping\n"
+    "  shutdown [--unload]   veerd exits; the data plane keeps forwarding on pinned state,\n"
+    "                        or with --unload every program is detached and every pin removed\n"
     "Socket: --socket, else $VEER_SOCKET, else /run/veer/veer.sock.\n";
 
 struct UsageError : std::runtime_error {
@@ -49,9 +51,15 @@ void expect_args(const std::string& cmd, const std::vector<std::string>& args, s
   if (args.size() < min || args.size() > max) throw UsageError("wrong number of arguments for " + cmd);
 }
 
-Request build_request(const std::string& cmd, const std::vector<std::string>& args, bool force, bool undo) {
+Request build_request(const std::string& cmd, const std::vector<std::string>& args, bool force, bool undo,
+                      bool unload) {
   if (force && cmd != "weights") throw UsageError("--force only applies to weights");
   if (undo && cmd != "drain") throw UsageError("--undo only applies to drain");
+  if (unload && cmd != "shutdown") throw UsageError("--unload only applies to shutdown");
+  if (cmd == "shutdown") {
+    expect_args(cmd, args, 0, 0);
+    return ShutdownRequest{unload};
+  }
   if (cmd == "ping") {
     expect_args(cmd, args, 0, 0);
     return PingRequest{};
@@ -169,7 +177,8 @@ int main(int argc, char** argv) {
       ("socket,s", po::value<std::string>(), "control socket path")               //
       ("json", "print the daemon's answer line as is")                            //
       ("force", "weights: apply even while a rollout runs")                       //
-      ("undo", "drain: take the backend back into service");
+      ("undo", "drain: take the backend back into service")                     //
+      ("unload", "shutdown: detach every program and remove every pin and map first");
   po::options_description hidden;
   hidden.add_options()("command", po::value<std::string>())("args", po::value<std::vector<std::string>>());
   po::options_description all;
@@ -199,7 +208,7 @@ int main(int argc, char** argv) {
 
   Request request;
   try {
-    request = build_request(cmd, args, vm.count("force") > 0, vm.count("undo") > 0);
+    request = build_request(cmd, args, vm.count("force") > 0, vm.count("undo") > 0, vm.count("unload") > 0);
   } catch (const UsageError& e) {
     std::cerr << "veerctl: " << e.what() << "\n" << kUsage;
     return kExitUsage;
@@ -243,6 +252,8 @@ int main(int argc, char** argv) {
     std::cout << ctl::format_reload(answer.result);
   } else if (cmd == "ping") {
     std::cout << ctl::format_ping(answer.result);
+  } else if (cmd == "shutdown") {
+    std::cout << ctl::format_shutdown(answer.result);
   }
   return kExitOk;
 }

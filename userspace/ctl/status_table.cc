@@ -141,4 +141,11 @@ std::string format_reload(const json& r) {
 
 std::string format_ping(const json& r) { return "veerd " + text(r, "version") + " (pid " + text(r, "pid") + ")\n"; }
 
+std::string format_shutdown(const json& r) {
+  const bool unloaded = r.value("unloaded", false);
+  return "veerd (pid " + text(r, "pid") + ") is exiting; " +
+         (unloaded ? "data plane unloaded: programs detached, pins under " + text(r, "pin_path") + " removed\n"
+                   : "the data plane keeps forwarding on the pins under " + text(r, "pin_path") + "\n");
+}
+
 }  // namespace veer::ctl

@@ -10,5 +10,6 @@ std::string format_service(const nlohmann::json& service);  // weights/switch/dr
 std::string format_which(const nlohmann::json& result);
 std::string format_reload(const nlohmann::json& result);
 std::string format_ping(const nlohmann::json& result);
+std::string format_shutdown(const nlohmann::json& result);
 
 }  // namespace veer::ctl

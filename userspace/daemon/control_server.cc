@@ -57,7 +57,7 @@ class ControlServer::Connection : public std::enable_shared_from_this<Connection
       }
       std::string line = buffer_.substr(0, newline);
       buffer_.erase(0, newline + 1);
-      write(server_.handler_(line), /*close_after=*/false);
+      reply(server_.handler_(line), /*close_after=*/false);
       return;
     }
     if (buffer_.size() > kMaxLineBytes + 1) {
@@ -72,7 +72,7 @@ class ControlServer::Connection : public std::enable_shared_from_this<Connection
       } else {
         std::string line = std::move(buffer_);
         buffer_.clear();
-        write(server_.handler_(line), /*close_after=*/true);
+        reply(server_.handler_(line), /*close_after=*/true);
       }
       return;
     }
@@ -103,17 +103,25 @@ class ControlServer::Connection : public std::enable_shared_from_this<Connection
 
   void answer_and_close(std::string answer) { write(std::move(answer), /*close_after=*/true); }
 
-  void write(std::string answer, bool close_after) {
+  void reply(ControlServer::Reply r, bool close_after) {
+    write(std::move(r.line), close_after || r.then_stop, r.then_stop);
+  }
+
+  void write(std::string answer, bool close_after, bool then_stop = false) {
     out_ = std::move(answer);
     out_ += '\n';
     auto self = shared_from_this();
     asio::async_write(socket_, asio::buffer(out_),
-                      [self, close_after](const boost::system::error_code& ec, std::size_t) {
+                      [self, close_after, then_stop](const boost::system::error_code& ec, std::size_t) {
                         if (ec || close_after) {
                           if (ec && ec != asio::error::operation_aborted) {
                             spdlog::debug("control: write: {}", ec.message());
                           }
+                          ControlServer& server = self->server_;
                           self->finish();
+                          // A client that vanished before reading its answer
+                          // still asked for the stop: stop anyway.
+                          if (then_stop && server.on_stop_) server.on_stop_();
                           return;
                         }
                         self->process();
@@ -135,8 +143,13 @@ class ControlServer::Connection : public std::enable_shared_from_this<Connection
 };
 
 ControlServer::ControlServer(asio::io_context& io, int listen_fd, std::string path, std::optional<gid_t> veer_gid,
-                             Handler handler)
-    : io_(io), acceptor_(io), path_(std::move(path)), veer_gid_(veer_gid), handler_(std::move(handler)) {
+                             Handler handler, StopCallback on_stop)
+    : io_(io),
+      acceptor_(io),
+      path_(std::move(path)),
+      veer_gid_(veer_gid),
+      handler_(std::move(handler)),
+      on_stop_(std::move(on_stop)) {
   acceptor_.assign(stream(), listen_fd);
 }
 

@@ -20,14 +20,23 @@ namespace veer {
 
 class ControlServer {
  public:
-  // Turns one request line into one answer line (no newline). Must not throw.
-  using Handler = std::function<std::string(std::string_view line)>;
+  // One answer line (no newline) for one request line. then_stop: after
+  // this answer is written (or fails to be), the connection is closed and
+  // the stop callback runs (veerctl shutdown: the client gets its answer
+  // before veerd goes away).
+  struct Reply {
+    std::string line;
+    bool then_stop = false;
+  };
+  // Must not throw.
+  using Handler = std::function<Reply(std::string_view line)>;
+  using StopCallback = std::function<void()>;
 
   static constexpr std::size_t kMaxConnections = 128;
 
   // Takes ownership of `listen_fd` (from open_control_socket).
   ControlServer(boost::asio::io_context& io, int listen_fd, std::string path, std::optional<gid_t> veer_gid,
-                Handler handler);
+                Handler handler, StopCallback on_stop);
   ~ControlServer();
 
   void start();
@@ -44,6 +53,7 @@ class ControlServer {
   std::string path_;
   std::optional<gid_t> veer_gid_;
   Handler handler_;
+  StopCallback on_stop_;
   std::set<std::shared_ptr<Connection>> connections_;
   bool stopped_ = false;
 };

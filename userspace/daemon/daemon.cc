@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cctype>
 
+#include "service_notify.h"
 #include "veer/hash.h"
 
 namespace veer {
@@ -98,25 +99,25 @@ void Daemon::start() {
 
 void Daemon::install_service(Service& s, const ServiceState* saved) {
   const std::vector<uint32_t> weights = effective_weights(s.config, saved);
-  tables_->install(s.id, s.config, weights);
-  s.desired_bp = weights;
   ServiceState& st = state_.services[s.config.name];
+  // Saved drain marks of backends that are still configured go in with the
+  // install, so no table ever names a drained backend (not even for a moment
+  // after a restart).
+  std::vector<Endpoint> draining;
+  std::set<std::string> still_there;
+  for (const auto& variant : s.config.variants)
+    for (const auto& backend : variant.backends)
+      if (const std::string ep = backend.to_string(); st.draining.count(ep)) {
+        draining.push_back(backend);
+        still_there.insert(ep);
+      }
+  tables_->install(s.id, s.config, weights, draining);
+  s.desired_bp = weights;
   // Runtime weights that no longer fit this service's variants are dropped.
   if (!st.weights_bp.empty() && weights_by_name(s.config, weights) != st.weights_bp) {
     spdlog::warn("service {}: saved weights do not fit its variants ({}); using the config's",
                  s.config.name, variant_list(s.config));
     st.weights_bp.clear();
-  }
-  std::set<std::string> still_there;
-  for (size_t v = 0; v < s.config.variants.size(); ++v) {
-    const auto& backends = s.config.variants[v].backends;
-    for (size_t b = 0; b < backends.size(); ++b) {
-      const std::string ep = backends[b].to_string();
-      if (st.draining.count(ep)) {
-        tables_->set_draining(s.id, static_cast<unsigned>(v), static_cast<unsigned>(b), true);
-        still_there.insert(ep);
-      }
-    }
   }
   st.draining = std::move(still_there);
 }
@@ -158,9 +159,45 @@ json Daemon::dispatch(const protocol::Request& request) {
         if constexpr (std::is_same_v<T, protocol::SwitchRequest>) return switch_variant(r);
         if constexpr (std::is_same_v<T, protocol::WhichRequest>) return which(r);
         if constexpr (std::is_same_v<T, protocol::DrainRequest>) return drain(r);
-        if constexpr (std::is_same_v<T, protocol::ReloadRequest>) return reload();
+        if constexpr (std::is_same_v<T, protocol::ReloadRequest>) {
+          // systemd (Type=notify): RELOADING=1 ... READY=1, whatever the outcome.
+          service::reloading();
+          struct Ready {
+            const Daemon& d;
+            ~Ready() { service::ready(d.summary()); }
+          } ready{*this};
+          return reload();
+        }
+        if constexpr (std::is_same_v<T, protocol::ShutdownRequest>) return shutdown(r);
       },
       request);
+}
+
+std::string Daemon::summary() const {
+  std::string out = std::to_string(services_.size()) + (services_.size() == 1 ? " service" : " services");
+  std::string where;
+  for (const auto& a : attachments_) where += (where.empty() ? "" : ", ") + a.interface + " (" + a.mode + ")";
+  out += where.empty() ? ", attached nowhere" : " on " + where;
+  return out;
+}
+
+json Daemon::shutdown(const protocol::ShutdownRequest& r) {
+  if (r.unload) {
+    // Everything goes: programs leave every interface, pins and maps are
+    // removed. Traffic for the VIPs is no longer steered from here on.
+    // A failure leaves veerd serving (and says what is left).
+    try {
+      dataplane_->unload();
+    } catch (const std::exception& e) {
+      throw ProtocolError(ErrorCode::Internal, std::string("unload failed, veerd keeps running: ") + e.what());
+    }
+    attachments_.clear();
+    spdlog::info("shutdown requested with unload: data plane removed from {}", config_.node.pin_path);
+  } else {
+    spdlog::info("shutdown requested: the data plane stays attached on pinned state");
+  }
+  stop_requested_ = true;
+  return json{{"pid", ::getpid()}, {"unloaded", r.unload}, {"pin_path", config_.node.pin_path}};
 }
 
 json Daemon::ping() { return json{{"version", protocol::kVersion}, {"pid", ::getpid()}}; }

@@ -35,6 +35,13 @@ class Daemon {
 
   const Config& config() const { return config_; }
 
+  // True once a shutdown request was answered ok: the caller stops serving
+  // after writing that answer, and veerd exits.
+  bool stop_requested() const { return stop_requested_; }
+
+  // One line for systemd's STATUS=: services and where the programs sit.
+  std::string summary() const;
+
  private:
   struct Service {
     ServiceConfig config;
@@ -50,6 +57,7 @@ class Daemon {
   nlohmann::json which(const protocol::WhichRequest& r);
   nlohmann::json drain(const protocol::DrainRequest& r);
   nlohmann::json reload();
+  nlohmann::json shutdown(const protocol::ShutdownRequest& r);
 
   Service& service_named(const std::string& name);  // throws not_found
   nlohmann::json service_status(const Service& s) const;
@@ -66,6 +74,7 @@ class Daemon {
   std::vector<Service> services_;  // config order
   std::vector<Attachment> attachments_;
   std::string persist_problem_;   // last state.json write error, "" if none
+  bool stop_requested_ = false;
 };
 
 }  // namespace veer

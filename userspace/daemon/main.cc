@@ -2,12 +2,17 @@
 // control socket together. No logic of its own beyond startup order:
 //   config (refused as a whole, nothing touched) -> control socket (refused if
 //   another veerd serves it) -> data plane (create or adopt pins) -> services
-//   -> attach -> daemonize -> serve until SIGTERM/SIGINT.
+//   -> attach -> daemonize -> serve until SIGTERM/SIGINT or `veerctl shutdown`.
+// Under systemd (Type=notify, --foreground): READY=1 once attached and
+// listening, WATCHDOG=1 from the event loop, RELOADING=1/READY=1 around a
+// reload, STOPPING=1 on the way out.
 #include <fcntl.h>
 #include <signal.h>
 #include <spdlog/sinks/syslog_sink.h>
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <utility>  // before asio: Boost 1.74 needs std::exchange declared
@@ -22,6 +27,7 @@
 #include "control_server.h"
 #include "daemon.h"
 #include "peer_credentials.h"
+#include "service_notify.h"
 #include "veer/config.h"
 #include "veer/dataplane.h"
 #include "veer/protocol.h"
@@ -44,6 +50,48 @@ int check_config(const std::string& path) {
     std::cerr << e.what() << "\n";
     return 1;
   }
+}
+
+// True if something accepts connections on the control socket: a veerd runs.
+bool socket_answers(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path) return false;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  const bool connected = connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0;
+  close(fd);
+  return connected;
+}
+
+// veerd --unload: the data plane of a config, removed without a running
+// veerd (after a crash, before removing the package, or when open() refuses
+// pins of another ABI version). A running veerd owns the pins: it is asked
+// instead (veerctl shutdown --unload), never pulled from under it.
+int unload_offline(const std::string& config_path) {
+  veer::Config config;
+  try {
+    config = veer::load_config_file(config_path);
+  } catch (const veer::ConfigError& e) {
+    std::cerr << e.what() << "\n";
+    return 1;
+  }
+  const std::string& pin = config.node.pin_path;
+  if (socket_answers(config.node.socket)) {
+    std::cerr << "veerd: a veerd serves " << config.node.socket << "; stop it with `veerctl --socket "
+              << config.node.socket << " shutdown --unload` instead\n";
+    return 1;
+  }
+  const bool existed = std::filesystem::exists(pin);
+  try {
+    veer::Dataplane::unload_pinned(pin);
+  } catch (const std::exception& e) {
+    std::cerr << "veerd: unload of " << pin << ": " << e.what() << "\n";
+    return 1;
+  }
+  std::cout << (existed ? "unloaded the data plane at " : "nothing to unload at ") << pin << "\n";
+  return 0;
 }
 
 // fork + setsid; the parent exits 0 once the child owns everything (the
@@ -74,6 +122,7 @@ int main(int argc, char** argv) {
       ("version", "print the version")                                            //
       ("config,c", po::value<std::string>()->default_value(kDefaultConfig), "config file")  //
       ("check-config", po::value<std::string>(), "validate FILE, print the result, exit 0 (ok) or 1")  //
+      ("unload", "detach every program and remove the pins of --config's pin_path (no veerd may run), exit")  //
       ("foreground,f", "do not daemonize; log to stderr")                         //
       ("log-level", po::value<std::string>()->default_value("info"), "trace|debug|info|warn|error");
   po::variables_map vm;
@@ -86,7 +135,8 @@ int main(int argc, char** argv) {
   }
   if (vm.count("help")) {
     std::cout << "usage: veerd [--config FILE] [--foreground] [--log-level LEVEL]\n"
-                 "       veerd --check-config FILE\n\n"
+                 "       veerd --check-config FILE\n"
+                 "       veerd --unload [--config FILE]\n\n"
               << options;
     return 0;
   }
@@ -95,6 +145,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (vm.count("check-config")) return check_config(vm["check-config"].as<std::string>());
+  if (vm.count("unload")) return unload_offline(vm["config"].as<std::string>());
 
   const std::string level_name = vm["log-level"].as<std::string>();
   const auto level = spdlog::level::from_str(level_name);
@@ -171,17 +222,47 @@ int main(int argc, char** argv) {
 
   // The event loop is created after the fork (epoll state is per process).
   asio::io_context io;
-  veer::ControlServer server(io, listen_fd, socket_path, veer_gid,
-                             [&daemon](std::string_view line) { return daemon->handle_line(line); });
   asio::signal_set stop_signals(io, SIGTERM, SIGINT);
+  asio::steady_timer watchdog_timer(io);
+  std::unique_ptr<veer::ControlServer> server;
+  auto stop = [&] {
+    server->stop();
+    stop_signals.cancel();
+    watchdog_timer.cancel();
+    io.stop();
+  };
+  server = std::make_unique<veer::ControlServer>(
+      io, listen_fd, socket_path, veer_gid,
+      [&daemon](std::string_view line) {
+        std::string answer = daemon->handle_line(line);
+        return veer::ControlServer::Reply{std::move(answer), daemon->stop_requested()};
+      },
+      [&] {
+        veer::service::stopping("shutdown requested over the control socket");
+        stop();
+      });
   stop_signals.async_wait([&](const boost::system::error_code& ec, int signo) {
     if (ec) return;
     // Programs stay attached and pins stay: the data plane keeps forwarding
     // while veerd is away (SPEC §2.8).
     spdlog::info("signal {}: stopping; the data plane stays attached", signo);
-    server.stop();
-    io.stop();
+    veer::service::stopping("stopping on signal " + std::to_string(signo) + "; the data plane stays attached");
+    stop();
   });
+  // The keep-alive comes from the event loop itself: a loop stuck in a
+  // handler stops it, and systemd restarts veerd (which adopts the pins).
+  const auto watchdog_every = veer::service::watchdog_interval();
+  std::function<void()> arm_watchdog = [&] {
+    veer::service::watchdog();
+    watchdog_timer.expires_after(*watchdog_every);
+    watchdog_timer.async_wait([&](const boost::system::error_code& ec) {
+      if (!ec) arm_watchdog();
+    });
+  };
+  if (watchdog_every) {
+    spdlog::info("systemd watchdog: keep-alive every {} ms", watchdog_every->count() / 1000);
+    arm_watchdog();
+  }
   asio::signal_set hup(io, SIGHUP);
   std::function<void()> wait_hup = [&] {
     hup.async_wait([&](const boost::system::error_code& ec, int) {
@@ -192,8 +273,9 @@ int main(int argc, char** argv) {
   };
   wait_hup();
 
-  server.start();
+  server->start();
   spdlog::info("veerd {} serving {} (pid {})", veer::protocol::kVersion, socket_path, getpid());
+  veer::service::ready(daemon->summary());
   // A handler that throws must not end the daemon (a client never kills
   // it): log and keep serving.
   for (;;) {

@@ -139,6 +139,7 @@ Request parse_request(std::string_view line) {
 
   if (cmd == "ping") return PingRequest{};
   if (cmd == "reload") return ReloadRequest{};
+  if (cmd == "shutdown") return ShutdownRequest{optional_bool(req, "unload")};
   if (cmd == "status") return StatusRequest{optional_string(req, "service")};
   if (cmd == "weights") {
     WeightsRequest r;
@@ -198,6 +199,7 @@ std::string command_name(const Request& request) {
                         [](const WhichRequest&) { return "which"; },
                         [](const DrainRequest&) { return "drain"; },
                         [](const ReloadRequest&) { return "reload"; },
+                        [](const ShutdownRequest&) { return "shutdown"; },
                     },
                     request);
 }
@@ -208,6 +210,7 @@ json to_json(const Request& request) {
   std::visit(Overloaded{
                  [](const PingRequest&) {},
                  [](const ReloadRequest&) {},
+                 [&](const ShutdownRequest& r) { j["unload"] = r.unload; },
                  [&](const StatusRequest& r) {
                    if (r.service) j["service"] = *r.service;
                  },

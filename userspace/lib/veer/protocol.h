@@ -70,9 +70,15 @@ struct DrainRequest {
   bool undo = false;
 };
 struct ReloadRequest {};
+// veerd answers, then exits. unload=false: programs stay attached on pinned
+// state (like SIGTERM, for upgrades); unload=true: every program is detached
+// and every pin and map removed first.
+struct ShutdownRequest {
+  bool unload = false;
+};
 
 using Request = std::variant<PingRequest, StatusRequest, WeightsRequest, SwitchRequest, WhichRequest,
-                             DrainRequest, ReloadRequest>;
+                             DrainRequest, ReloadRequest, ShutdownRequest>;
 
 // Parses one request line (trailing "\n" / "\r\n" allowed). Throws
 // ProtocolError: too_large, bad_json, bad_request (message names the field),
