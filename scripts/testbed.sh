@@ -14,6 +14,10 @@
 #
 # Each backend runs scripts/testbed/backend.py: HTTP/1.1 on 8080 (answers its variant name, GET /stats
 # gives JSON counts), UDP echo on 9000 ("<variant> <payload>"), TCP line echo on 7000 ("<variant> <line>").
+# It is a model-server stand-in with knobs (added latency, 500 and reset shares, prediction labels; all off
+# by default), served on 8080 too: GET /metrics, GET|POST /control (see backend.py), changed at run time by
+#   ip netns exec P-canary curl -s '127.0.0.1:8080/control?latency=fixed:300&error_rate=0.02'
+# or set at start by TESTBED_BACKEND_ARGS_<variant>="--latency fixed:300 --error-rate 0.02" in the environment.
 #
 # /run/P-testbed/ holds: bpffs/ (a bpffs mount for veerd's pins: `ip netns exec` gives each process a
 # fresh /sys, so /sys/fs/bpf is not shared between a veerd and the one restarted after it), state/
@@ -91,9 +95,13 @@ start_backend() {
   local variant="$1" ns="$PREFIX-$1"
   local pidfile="$RUN_DIR/pids/backend-$variant.pid"
   rm -f "$pidfile"
+  # Start-time knobs of the model-server stand-in, e.g. TESTBED_BACKEND_ARGS_canary="--latency fixed:300
+  # --error-rate 0.02" (split on blanks; backend.py refuses bad values, and up fails).
+  local knobs_var="TESTBED_BACKEND_ARGS_$variant" knobs=()
+  read -r -a knobs <<<"${!knobs_var:-}"
   # `ip netns exec` execs the command, so $! is python's pid; backend.py writes the pid file itself
   # once every socket is bound, which is what we wait for.
-  setsid ip netns exec "$ns" python3 "$BACKEND_PY" --variant "$variant" --pid-file "$pidfile" \
+  setsid ip netns exec "$ns" python3 "$BACKEND_PY" --variant "$variant" --pid-file "$pidfile" "${knobs[@]}" \
     >"$RUN_DIR/logs/backend-$variant.log" 2>&1 </dev/null &
 }
 

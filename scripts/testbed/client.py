@@ -11,6 +11,17 @@ long: K long-lived connections each sending a line (proto line) or a keep-alive 
       INTERVAL for DURATION seconds (or until --stop-file exists), recording which variant answered each
       reply, and errors/resets. Prints a {"event":"ready",...} line once every connection got its first
       reply (or failed), then a {"event":"done",...} line.
+rate: an open-loop steady request rate (--rate per second for --duration seconds, at most --count), each
+      request a new TCP connection (or one of --keepalive K connections per source address), source
+      addresses round robin from --src-range FIRST-LAST / --src A,B,... and source ports picked by the
+      kernel. Per variant (X-Variant of the response; "unattributed" for failures no response named):
+      count, answered, ok, http_5xx, status, resets (ECONNRESET/EPIPE after connecting), refused,
+      timeouts {connect, response}, errors, predictions (X-Prediction counts), latency_ms.ttfb (from the
+      request's first byte sent to the response's first byte) and latency_ms.total (dispatch, before
+      connect, to the last byte): n, min, p50, p95, p99, mean, max. With --progress S, a {"event": "progress"}
+      line every S seconds (the window's numbers per variant, and the run's totals); last a
+      {"event": "done", "variants": ..., "totals": ..., "per_source": {src: {variant: n}}, ...} line.
+      ... client.py rate --dst 10.0.0.100 --port 80 --src-range 10.0.1.20-10.0.1.40 --rate 200 --duration 30
 http/udp print one JSON object: {"variants": {name: count}, "completed", "errors": {kind: count}, ...}.
 Every mode is bounded by its count and by --time-limit.
 """
@@ -18,6 +29,7 @@ import argparse
 import asyncio
 import ipaddress
 import json
+import math
 import os
 import socket
 import sys
@@ -279,6 +291,334 @@ async def mode_long(args):
     }
 
 
+# ---------------------------------------------------------------- rate: a steady request rate
+
+def address_range(spec):
+    """"10.0.1.20-10.0.1.40" -> the addresses from first to last (IPv4 or IPv6; at most 4096)."""
+    first, sep, last = spec.partition("-")
+    try:
+        a = ipaddress.ip_address(first.strip())
+        b = ipaddress.ip_address(last.strip()) if sep else a
+    except ValueError as exc:
+        raise ValueError(f"--src-range {spec!r}: {exc}") from None
+    if a.version != b.version or int(b) < int(a):
+        raise ValueError(f"--src-range {spec!r}: need FIRST-LAST of one family with FIRST <= LAST")
+    if int(b) - int(a) >= 4096:
+        raise ValueError(f"--src-range {spec!r}: more than 4096 addresses")
+    return [str(ipaddress.ip_address(int(a) + i) if a.version == 4 else ipaddress.IPv6Address(int(a) + i))
+            for i in range(int(b) - int(a) + 1)]
+
+
+def percentile(sorted_values, p):
+    """Nearest-rank percentile of an ascending list (None when empty)."""
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(p / 100.0 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def latency_summary(values):
+    """Seconds -> {"n", "min", "p50", "p95", "p99", "mean", "max"} in milliseconds (nearest rank)."""
+    v = sorted(values)
+    ms = lambda x: None if x is None else round(x * 1000.0, 3)
+    return {"n": len(v), "min": ms(v[0]) if v else None, "p50": ms(percentile(v, 50)), "p95": ms(percentile(v, 95)),
+            "p99": ms(percentile(v, 99)), "mean": ms(sum(v) / len(v)) if v else None, "max": ms(v[-1]) if v else None}
+
+
+class Outcomes:
+    """What one variant (or the unattributed failures) saw, over the run or over one progress window."""
+
+    def __init__(self):
+        self.answered = 0        # responses with a status line, any status
+        self.status = {}         # status code -> count
+        self.http_5xx = 0
+        self.resets = 0          # ECONNRESET/EPIPE on an established connection (after the request was sent)
+        self.refused = 0         # RST answering the SYN
+        self.timeouts = {"connect": 0, "response": 0}
+        self.errors = {}         # any other failure, by kind
+        self.ttfb = []           # request's first byte sent -> response's first byte, seconds
+        self.total = []          # dispatch (before connect) -> last response byte, seconds
+        self.predictions = {}
+
+    def add(self, r):
+        if r.status is not None:
+            self.answered += 1
+            key = str(r.status)
+            self.status[key] = self.status.get(key, 0) + 1
+            if 500 <= r.status <= 599:
+                self.http_5xx += 1
+            self.ttfb.append(r.ttfb)
+            self.total.append(r.total)
+            if r.prediction is not None:
+                self.predictions[r.prediction] = self.predictions.get(r.prediction, 0) + 1
+        elif r.failure == "reset":
+            self.resets += 1
+        elif r.failure == "refused":
+            self.refused += 1
+        elif r.failure in ("connect_timeout", "response_timeout"):
+            self.timeouts[r.failure.split("_")[0]] += 1
+        else:
+            self.errors[r.failure] = self.errors.get(r.failure, 0) + 1
+
+    def failures(self):
+        return self.resets + self.refused + sum(self.timeouts.values()) + sum(self.errors.values())
+
+    def as_json(self):
+        return {
+            "count": self.answered + self.failures(),
+            "answered": self.answered,
+            "ok": sum(n for s, n in self.status.items() if s.startswith("2")),
+            "http_5xx": self.http_5xx,
+            "status": dict(sorted(self.status.items())),
+            "resets": self.resets,
+            "refused": self.refused,
+            "timeouts": dict(self.timeouts),
+            "errors": dict(sorted(self.errors.items())),
+            "latency_ms": {"ttfb": latency_summary(self.ttfb), "total": latency_summary(self.total)},
+            "predictions": dict(sorted(self.predictions.items())),
+        }
+
+
+class RequestResult:
+    __slots__ = ("src", "variant", "status", "failure", "ttfb", "total", "prediction")
+
+    def __init__(self, src):
+        self.src, self.variant, self.status, self.failure = src, None, None, None
+        self.ttfb = self.total = self.prediction = None
+
+
+class Tally:
+    """Outcomes per variant ("unattributed" for failures on a connection no response named), for the whole
+    run and for the current progress window."""
+    UNATTRIBUTED = "unattributed"
+
+    def __init__(self):
+        self.run, self.window, self.per_source = {}, {}, {}
+
+    def add(self, r):
+        key = r.variant or self.UNATTRIBUTED
+        for table in (self.run, self.window):
+            if key not in table:
+                table[key] = Outcomes()
+            table[key].add(r)
+        per = self.per_source.setdefault(r.src or "", {})
+        per[key] = per.get(key, 0) + 1
+
+    @staticmethod
+    def report(table):
+        return {k: table[k].as_json() for k in sorted(table)}
+
+    @staticmethod
+    def totals(table):
+        out = Outcomes()
+        for o in table.values():
+            out.answered += o.answered
+            out.http_5xx += o.http_5xx
+            out.resets += o.resets
+            out.refused += o.refused
+            for k in out.timeouts:
+                out.timeouts[k] += o.timeouts[k]
+            for d_out, d_in in ((out.status, o.status), (out.errors, o.errors), (out.predictions, o.predictions)):
+                for k, n in d_in.items():
+                    d_out[k] = d_out.get(k, 0) + n
+            out.ttfb += o.ttfb
+            out.total += o.total
+        return out.as_json()
+
+
+class KeepAlivePool:
+    """At most SIZE keep-alive connections per source address; a request takes an idle one or opens one."""
+
+    def __init__(self, size):
+        self.size = size
+        self.idle = {}   # src -> [(sock, buf, variant)]
+        self.open = {}   # src -> number open
+        self.freed = asyncio.Condition()
+
+    async def acquire(self, src):
+        async with self.freed:
+            while True:
+                idle = self.idle.get(src)
+                if idle:
+                    return idle.pop()
+                if self.open.get(src, 0) < self.size:
+                    self.open[src] = self.open.get(src, 0) + 1
+                    return None  # the caller opens a new connection
+                await self.freed.wait()
+
+    async def release(self, src, conn):
+        """conn None: the connection was closed (a slot is free again)."""
+        async with self.freed:
+            if conn is None:
+                self.open[src] -= 1
+            else:
+                self.idle.setdefault(src, []).append(conn)
+            self.freed.notify()
+
+    def close_all(self):
+        for conns in self.idle.values():
+            for sock, _, _ in conns:
+                sock.close()
+        self.idle.clear()
+
+
+async def rate_exchange(loop, args, src, pool, request, r, dispatched):
+    """One request; fills R. Never raises (every failure is an outcome)."""
+    conn = await pool.acquire(src) if pool else None
+    sock, buf, known_variant, phase = (conn if conn else (None, b"", None)) + ("connect",)
+    reusable = False
+    try:
+        async def exchange():
+            nonlocal sock, buf, phase, reusable
+            if sock is None:
+                sock = tcp_socket(src, args.dst)
+                await loop.sock_connect(sock, (args.dst, args.port))
+            phase = "response"
+            sent = time.perf_counter()
+            await loop.sock_sendall(sock, request)
+            first = None
+            while b"\r\n\r\n" not in buf:
+                chunk = await loop.sock_recv(sock, 65536)
+                if first is None:
+                    first = time.perf_counter()
+                if not chunk:
+                    raise ConnectionError("closed before the response head")
+                buf += chunk
+            if first is None:  # the head was already buffered (cannot happen with one request in flight)
+                first = time.perf_counter()
+            status, headers, _, buf = await recv_http_response(loop, sock, buf)
+            done = time.perf_counter()
+            r.status, r.ttfb, r.total = status, first - sent, done - dispatched
+            r.variant = headers.get("x-variant") or None
+            r.prediction = headers.get("x-prediction") or None
+            reusable = headers.get("connection", "").lower() != "close"
+
+        await asyncio.wait_for(exchange(), args.timeout)
+    except asyncio.TimeoutError:
+        r.failure = phase + "_timeout"
+    except ConnectionRefusedError:
+        r.failure = "refused"
+    except (ConnectionResetError, BrokenPipeError):
+        r.failure = "reset"
+    except Exception as exc:  # counted and reported, never fatal
+        r.failure = error_kind(exc)
+    if r.variant is None and r.status is None:
+        r.variant = known_variant  # a failure on a keep-alive connection that an earlier response named
+    if pool and sock is not None and r.status is not None and reusable:
+        await pool.release(src, (sock, buf, r.variant))
+    else:
+        if sock is not None:
+            sock.close()
+        if pool:
+            await pool.release(src, None)
+
+
+async def mode_rate(args):
+    loop = asyncio.get_running_loop()
+    sources = []
+    for spec in args.src_range or []:
+        sources += address_range(spec)
+    if args.src:
+        sources += [s.strip() for s in args.src.split(",") if s.strip()]
+    if not sources:
+        sources = [None]  # the kernel picks the source address
+    duration = min(args.duration, args.time_limit)
+    count = args.count if args.count_given else int(math.ceil(args.rate * duration))
+    # No "Connection: close" even without keep-alive: the client closes first after the response, so
+    # TIME_WAIT stays on the client (as in mode http).
+    request = http_request(args.dst, args.port, args.path, close=False)
+    pool = KeepAlivePool(args.keepalive) if args.keepalive else None
+    tally = Tally()
+    inflight = set()
+    skipped = 0
+    sent = 0
+    start = loop.time()
+    end = start + duration
+    wall_start = time.time()
+    window_start = start
+    window_done = 0
+    done_count = 0
+    stop = asyncio.Event()
+
+    def stopping(due):
+        # The duration bounds the dispatch schedule (a late scheduler still sends every request due before
+        # the end); far behind it (an overloaded host) we stop anyway.
+        return due >= end or loop.time() >= end + 5.0 or (args.stop_file and os.path.exists(args.stop_file))
+
+    async def one(i):
+        nonlocal done_count
+        src = sources[i % len(sources)]
+        r = RequestResult(src)
+        await rate_exchange(loop, args, src, pool, request, r, time.perf_counter())
+        tally.add(r)
+        done_count += 1
+
+    async def progress():
+        nonlocal window_start, window_done
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), args.progress)
+                return
+            except asyncio.TimeoutError:
+                pass
+            now = loop.time()
+            emit({"event": "progress", "elapsed": round(now - start, 3), "time": round(time.time(), 3),
+                  "sent": sent, "done": done_count, "inflight": len(inflight), "skipped": skipped,
+                  "rate": round((done_count - window_done) / (now - window_start), 1) if now > window_start else 0,
+                  "window": Tally.report(tally.window), "totals": Tally.totals(tally.run)})
+            tally.window = {}
+            window_start, window_done = now, done_count
+
+    reporter = asyncio.ensure_future(progress()) if args.progress > 0 else None
+    i = 0
+    while i < count and not stopping(start + i / args.rate):
+        due = start + i / args.rate
+        now = loop.time()
+        if due > now:
+            await asyncio.sleep(due - now)
+            continue
+        if len(inflight) >= args.max_inflight:
+            skipped += 1  # open loop: a slow server must not slow the offered rate down, so drop, and say so
+        else:
+            task = asyncio.ensure_future(one(i))
+            inflight.add(task)
+            task.add_done_callback(inflight.discard)
+            sent += 1
+        i += 1
+    offered_elapsed = loop.time() - start
+    if inflight:
+        await asyncio.wait(set(inflight), timeout=args.timeout + 5)
+    for task in list(inflight):
+        task.cancel()
+    stop.set()
+    if reporter:
+        await reporter
+    if pool:
+        pool.close_all()
+    elapsed = loop.time() - start
+    return {
+        "event": "done",
+        "mode": "rate",
+        "dst": args.dst,
+        "port": args.port,
+        "path": args.path,
+        "keepalive": args.keepalive,
+        "sources": len([s for s in sources if s]),
+        "target_rate": args.rate,
+        "requested": count,
+        "sent": sent,
+        "done": done_count,
+        "skipped": skipped,
+        "unfinished": sent - done_count,
+        "offered_rate": round(sent / offered_elapsed, 1) if offered_elapsed > 0 else 0.0,
+        "started": round(wall_start, 3),
+        "elapsed": round(elapsed, 3),
+        "variants": Tally.report(tally.run),
+        "totals": Tally.totals(tally.run),
+        "per_source": {s: dict(sorted(v.items())) for s, v in sorted(tally.per_source.items())},
+    }
+
+
 def emit(obj):
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
@@ -286,11 +626,12 @@ def emit(obj):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["http", "udp", "long"])
+    ap.add_argument("mode", choices=["http", "udp", "long", "rate"])
     ap.add_argument("--dst", required=True, help="destination address (the VIP)")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--src", help="source address to bind (one of the client's addresses)")
-    ap.add_argument("--count", type=int, default=1000, help="http/udp: connections or flows")
+    ap.add_argument("--count", type=int, help="http/udp: connections or flows (default 1000); "
+                                              "rate: at most this many requests (default RATE x DURATION)")
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--time-limit", type=float, default=120.0, help="stop starting new work after this")
     ap.add_argument("--timeout", type=float, default=5.0, help="per connection/reply timeout (udp: per try)")
@@ -299,13 +640,36 @@ def main():
     ap.add_argument("--proto", choices=["line", "http"], default="line", help="long: protocol")
     ap.add_argument("--connections", type=int, default=50, help="long: connections")
     ap.add_argument("--interval", type=float, default=0.1, help="long: seconds between messages")
-    ap.add_argument("--duration", type=float, default=10.0, help="long: seconds")
+    ap.add_argument("--duration", type=float, default=10.0, help="long/rate: seconds")
     ap.add_argument("--stagger", type=float, default=0.002, help="long: seconds between connection opens")
-    ap.add_argument("--stop-file", help="long: stop early once this file exists")
+    ap.add_argument("--stop-file", help="long/rate: stop early once this file exists")
+    ap.add_argument("--rate", type=float, default=100.0, help="rate: requests per second (open loop)")
+    ap.add_argument("--src-range", action="append", metavar="FIRST-LAST",
+                    help="rate: source addresses, used round robin (repeatable; --src may be a comma list)")
+    ap.add_argument("--keepalive", type=int, default=0, metavar="K",
+                    help="rate: up to K keep-alive connections per source address (0: a new connection "
+                         "per request, closed by the client after the response)")
+    ap.add_argument("--max-inflight", type=int, default=5000,
+                    help="rate: requests in flight at most; a request due beyond it is skipped and counted")
+    ap.add_argument("--progress", type=float, default=0.0, metavar="SECONDS",
+                    help="rate: print a progress JSON line every SECONDS (0: none)")
     args = ap.parse_args()
+    args.count_given = args.count is not None
+    if args.count is None:
+        args.count = 1000
+    if args.mode == "rate":
+        if not args.rate > 0 or args.rate > 100000:
+            ap.error("--rate must be within (0, 100000]")
+        if args.count < 0 or args.keepalive < 0 or args.max_inflight < 1 or args.progress < 0:
+            ap.error("--count, --keepalive, --progress must be >= 0 and --max-inflight >= 1")
+        try:
+            for spec in args.src_range or []:
+                address_range(spec)
+        except ValueError as exc:
+            ap.error(str(exc))
     if args.mode == "udp" and args.timeout == 5.0:
         args.timeout = 1.0
-    mode = {"http": mode_http, "udp": mode_udp, "long": mode_long}[args.mode]
+    mode = {"http": mode_http, "udp": mode_udp, "long": mode_long, "rate": mode_rate}[args.mode]
     emit(asyncio.run(mode(args)))
 
 

@@ -130,10 +130,13 @@ TEST(Config, GoodConfigParsesWithTheRightValues) {
   EXPECT_EQ(r.variant_index("canary"), 1);
   EXPECT_EQ(r.variant_index("green"), -1);
 
-  // `rollout` is accepted but ignored, with a warning that says where.
-  ASSERT_EQ(c.warnings.size(), 1u);
-  EXPECT_NE(c.warnings[0].find("veer.yaml:21:"), std::string::npos) << c.warnings[0];
-  EXPECT_NE(c.warnings[0].find("rollout"), std::string::npos) << c.warnings[0];
+  // `rollout` is parsed (its details: rollout_config_test.cc); no warnings.
+  EXPECT_TRUE(c.warnings.empty());
+  ASSERT_TRUE(r.rollout.has_value());
+  EXPECT_EQ(r.rollout->strategy, RolloutStrategy::Canary);
+  EXPECT_EQ(r.rollout->canary, "canary");
+  EXPECT_EQ(r.rollout->steps.size(), 3u);
+  EXPECT_FALSE(e.rollout.has_value());
 }
 
 TEST(Config, MinimalConfigGetsDefaults) {

@@ -12,6 +12,7 @@
 #include <cctype>
 #include <cerrno>
 #include <charconv>
+#include <cmath>
 #include <cstring>
 #include <map>
 #include <optional>
@@ -127,7 +128,22 @@ class Parser {
   void parse_variants(const Field& f, ServiceConfig& svc) const;
   void parse_weights(const Field& f, ServiceConfig& svc, std::vector<std::pair<Mark, Field>>& ws) const;
 
+  // rollout (SPEC §4/§5)
+  enum class GateContext { Canary, PrePromotion, PostPromotion };
+  RolloutConfig parse_rollout(const Field& f, const ServiceConfig& svc) const;
+  std::vector<GateConfig> parse_gates(const Field& f, const ServiceConfig& svc, const std::string& test_variant,
+                                      GateContext ctx) const;
+  GateConfig parse_gate(const YAML::Node& n, const ServiceConfig& svc, const std::string& test_variant,
+                        GateContext ctx) const;
+  std::vector<CanaryStep> parse_steps(const Field& f, const ServiceConfig& svc, int canary) const;
+  PrePromotion parse_pre_promotion(const Field& f, const ServiceConfig& svc, const std::string& preview) const;
+  PostPromotion parse_post_promotion(const Field& f, const ServiceConfig& svc, const std::string& preview) const;
+  double number(const Field& f, const std::string& what) const;
+  bool boolean(const Field& f, const std::string& what) const;
+  Millis duration(const Field& f, const std::string& what) const;
+
   std::string file_;
+  mutable std::vector<std::string> warnings_;  // collected by const parse_* helpers, moved into Config
 };
 
 std::vector<Field> Parser::entries(const YAML::Node& map, const Mark& at, const std::string& what) const {
@@ -409,11 +425,404 @@ ServiceConfig Parser::parse_service(const YAML::Node& n, std::vector<std::string
     // No weights: everything on the stable variant.
     svc.weights_bp[static_cast<size_t>(svc.stable_index())] = VEER_WEIGHT_TOTAL;
   }
-  if (const Field* f = find("rollout")) {
-    warnings.push_back(format_error(file_, f->key_mark.line + 1, f->key_mark.column + 1,
-                                    what + ": 'rollout' is not implemented yet and is ignored"));
-  }
+  (void)warnings;
+  if (const Field* f = find("rollout")) svc.rollout = parse_rollout(*f, svc);
   return svc;
+}
+
+// ---------------------------------------------------------------------------
+// rollout (SPEC §4/§5). Every bound that the engine relies on is checked here,
+// so the engine never meets a config it cannot run.
+
+double Parser::number(const Field& f, const std::string& what) const {
+  const std::string text = scalar(f, what);
+  double value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || ec != std::errc{} || end != text.data() + text.size() || !std::isfinite(value))
+    fail(where(f), what + " must be a number, got '" + text + "'");
+  return value;
+}
+
+bool Parser::boolean(const Field& f, const std::string& what) const {
+  const std::string text = scalar(f, what);
+  if (text == "true") return true;
+  if (text == "false") return false;
+  fail(where(f), what + " must be true or false, got '" + text + "'");
+}
+
+Millis Parser::duration(const Field& f, const std::string& what) const {
+  const std::string text = scalar(f, what);
+  auto d = parse_duration(text);
+  if (!d) fail(where(f), what + " must be a duration like 500ms, 5s, 10m, 1h or 1m30s, got '" + text + "'");
+  return *d;
+}
+
+namespace {
+bool valid_metric_name(std::string_view n) {
+  if (n.empty() || n.size() > 64) return false;
+  for (char c : n) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+                    c == '.' || c == ':' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+// Prometheus metric and label names: [a-zA-Z_:][a-zA-Z0-9_:]*.
+bool valid_prometheus_name(std::string_view n, bool colon_ok) {
+  if (n.empty() || n.size() > 200) return false;
+  for (size_t i = 0; i < n.size(); ++i) {
+    const char c = n[i];
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || (colon_ok && c == ':') ||
+                    (i > 0 && c >= '0' && c <= '9');
+    if (!ok) return false;
+  }
+  return true;
+}
+}  // namespace
+
+GateConfig Parser::parse_gate(const YAML::Node& n, const ServiceConfig& svc, const std::string& test_variant,
+                              GateContext ctx) const {
+  GateConfig g;
+  const auto fs = fields(n, n.Mark(), "gate",
+                         {"name", "metric", "source", "max", "min", "min_samples", "relative", "series", "label",
+                          "histogram", "smoothing"});
+  auto find = [&](std::string_view key) -> const Field* {
+    for (const auto& f : fs)
+      if (f.key == key) return &f;
+    return nullptr;
+  };
+  const Field* metric = find("metric");
+  if (!metric) fail(n.Mark(), "gate is missing required key 'metric'");
+  g.metric = scalar(*metric, "metric");
+  if (!valid_metric_name(g.metric))
+    fail(where(*metric), "metric name '" + g.metric + "' is invalid (1..64 of A-Z a-z 0-9 _ . : -)");
+  g.name = g.metric;
+  if (const Field* f = find("name")) {
+    g.name = scalar(*f, "gate name");
+    if (!valid_metric_name(g.name))
+      fail(where(*f), "gate name '" + g.name + "' is invalid (1..64 of A-Z a-z 0-9 _ . : -)");
+  }
+  const std::string what = "gate '" + g.name + "'";
+  const bool kl = g.metric == "prediction_kl";
+
+  // Source: required unless it has an obvious default (the kernel for what
+  // the kernel measures; the probes in a pre-promotion).
+  const Field* source = find("source");
+  if (source) {
+    const std::string s = scalar(*source, what + ": source");
+    if (s == "kernel") g.source = GateSource::Kernel;
+    else if (s == "prometheus") g.source = GateSource::Prometheus;
+    else if (s == "push") g.source = GateSource::Push;
+    else if (s == "probe") g.source = GateSource::Probe;
+    else fail(where(*source), what + ": source must be kernel, prometheus, push or probe; got '" + s + "'");
+  } else if (ctx == GateContext::PrePromotion) {
+    g.source = GateSource::Probe;
+  } else if (is_kernel_metric(g.metric)) {
+    g.source = GateSource::Kernel;
+  } else {
+    fail(n.Mark(), what + " needs a source (kernel, prometheus or push): '" + g.metric +
+                       "' is not a kernel metric");
+  }
+  const Mark source_at = source ? where(*source) : n.Mark();
+  if (g.source == GateSource::Kernel && !is_kernel_metric(g.metric))
+    fail(source_at, what + ": the kernel does not measure '" + g.metric +
+                        "' (it has latency_pNN_ms, error_rate, reset_rate, handshake_timeout_rate)");
+  if (g.source == GateSource::Probe) {
+    if (ctx != GateContext::PrePromotion)
+      fail(source_at, what + ": source probe exists only in blue-green pre_promotion");
+    if (!is_latency_metric(g.metric) && g.metric != "error_rate")
+      fail(source_at, what + ": probes measure latency_pNN_ms and error_rate, not '" + g.metric + "'");
+  }
+  if (g.source == GateSource::Kernel && ctx == GateContext::PrePromotion)
+    fail(source_at, what + ": no traffic reaches the preview before the switch, so the kernel cannot measure "
+                           "it; use source probe, prometheus or push");
+
+  for (const auto& f : fs) {
+    if (f.key == "max") g.max = number(f, what + ": max");
+    else if (f.key == "min") g.min = number(f, what + ": min");
+    else if (f.key == "min_samples") g.min_samples = integer(f, what + ": min_samples", 0, 1000000000000ull, false);
+    else if (f.key == "relative") g.relative = boolean(f, what + ": relative");
+    else if (f.key == "smoothing") {
+      if (!kl) fail(f.key_mark, what + ": smoothing applies only to prediction_kl");
+      g.smoothing = number(f, what + ": smoothing");
+      if (g.smoothing < 0) fail(where(f), what + ": smoothing must be >= 0");
+    } else if (f.key == "series" || f.key == "label" || f.key == "histogram") {
+      const bool prometheus_like = g.source == GateSource::Prometheus || (kl && g.source == GateSource::Push);
+      if (!prometheus_like || (f.key != "series" && g.source != GateSource::Prometheus))
+        fail(f.key_mark, what + ": '" + f.key + "' applies only to source prometheus" +
+                             (f.key == "series" ? " (or a pushed prediction_kl)" : ""));
+      std::string v = scalar(f, what + ": " + f.key);
+      if (g.source == GateSource::Prometheus && !valid_prometheus_name(v, f.key != "label"))
+        fail(where(f), what + ": '" + v + "' is not a valid Prometheus " + (f.key == "label" ? "label" : "metric") +
+                           " name");
+      if (g.source == GateSource::Push && !valid_metric_name(v))
+        fail(where(f), what + ": '" + v + "' is not a valid pushed metric prefix");
+      (f.key == "series" ? g.series : f.key == "label" ? g.label : g.histogram) = std::move(v);
+    }
+  }
+  if (!g.max && !g.min) fail(n.Mark(), what + " needs max, min or both");
+  if (g.max && g.min && *g.min > *g.max)
+    fail(where(*find("min")), what + ": min " + scalar(*find("min"), "min") + " is above max " +
+                                  scalar(*find("max"), "max"));
+  if (g.relative) {
+    if (kl) fail(where(*find("relative")), what + ": prediction_kl already compares with the stable variant; "
+                                                   "relative does not apply");
+    if (ctx != GateContext::Canary)
+      fail(where(*find("relative")), what + ": relative gates need the stable variant's traffic in the same "
+                                             "window; they exist only for canary rollouts");
+    if ((g.max && *g.max <= 0) || (g.min && *g.min < 0))
+      fail(n.Mark(), what + ": relative bounds are ratios to the stable variant and must be positive");
+  }
+  if (kl && g.max && *g.max < 0) fail(where(*find("max")), what + ": a KL divergence is never negative");
+  if (g.source == GateSource::Prometheus) {
+    if (is_latency_metric(g.metric)) {
+      if (g.histogram.empty())
+        fail(n.Mark(), what + ": a prometheus latency gate needs 'histogram' (the histogram's base name)");
+    } else if (g.series.empty()) {
+      fail(n.Mark(), what + ": a prometheus gate needs 'series'");
+    }
+    if (kl && g.label.empty())
+      fail(n.Mark(), what + ": prediction_kl from prometheus needs 'label' (the label holding the class)");
+    // The daemon scrapes each variant's metrics_url; the stable's too when
+    // the gate compares with it.
+    const int test = svc.variant_index(test_variant);
+    if (test >= 0 && svc.variants[static_cast<size_t>(test)].metrics_url.empty())
+      fail(source_at, what + " reads prometheus, but variant '" + test_variant + "' has no metrics_url");
+    // Without the stable's figures the gate can never be conclusive; a
+    // warning, not a refusal, so that the SPEC §4 example (stable without
+    // metrics_url) loads as written.
+    const int stable = svc.stable_index();
+    if ((kl || g.relative) && stable >= 0 && svc.variants[static_cast<size_t>(stable)].metrics_url.empty())
+      warnings_.push_back(format_error(file_, source_at.line + 1, source_at.column + 1,
+                                       what + " compares with the stable variant '" + svc.stable +
+                                           "', which has no metrics_url: the gate stays Inconclusive "
+                                           "(and the rollout holds after each pause) until it has one"));
+  }
+  if (kl && g.source == GateSource::Push && g.series.empty()) g.series = "prediction";
+  if (kl && g.source == GateSource::Kernel) fail(source_at, what + ": the kernel does not see predictions");
+  return g;
+}
+
+std::vector<GateConfig> Parser::parse_gates(const Field& f, const ServiceConfig& svc,
+                                            const std::string& test_variant, GateContext ctx) const {
+  if (!f.value || !(f.value.IsSequence() || f.value.IsNull()))
+    fail(where(f), "gates must be a list of {metric: ..., max/min: ...}");
+  std::vector<GateConfig> out;
+  std::map<std::string, Mark> seen;
+  if (f.value.IsNull()) return out;
+  for (const auto& item : f.value) {
+    GateConfig g = parse_gate(item, svc, test_variant, ctx);
+    if (auto [pos, fresh] = seen.emplace(g.name, item.Mark()); !fresh)
+      fail(item.Mark(), "two gates are named '" + g.name + "' (first at line " +
+                            std::to_string(pos->second.line + 1) + "); give one of them a 'name'");
+    out.push_back(std::move(g));
+  }
+  return out;
+}
+
+std::vector<CanaryStep> Parser::parse_steps(const Field& f, const ServiceConfig& svc, int canary) const {
+  if (!f.value || !f.value.IsSequence() || f.value.size() == 0)
+    fail(where(f), "steps must be a non-empty list of {set_weight: N} and {pause: D} / {pause: {}}");
+  // Variants other than stable and canary keep their weight during a canary
+  // rollout: the canary can have at most what the stable has with it.
+  uint32_t others = 0;
+  for (size_t i = 0; i < svc.variants.size(); ++i)
+    if (static_cast<int>(i) != canary && static_cast<int>(i) != svc.stable_index()) others += svc.weights_bp[i];
+  std::vector<CanaryStep> steps;
+  for (const auto& item : f.value) {
+    if (steps.size() >= 1000) fail(item.Mark(), "too many steps: at most 1000");
+    const auto fs = fields(item, item.Mark(), "a step", {"set_weight", "pause"});
+    if (fs.size() != 1) fail(item.Mark(), "each step is exactly one of set_weight or pause");
+    const Field& s = fs[0];
+    CanaryStep step;
+    if (s.key == "set_weight") {
+      step.kind = CanaryStep::Kind::SetWeight;
+      const std::string text = scalar(s, "set_weight");
+      auto bp = parse_weight_bp(text);
+      if (!bp) fail(where(s), "set_weight must be a number 0..100 with at most two decimals, got '" + text + "'");
+      if (*bp + others > VEER_WEIGHT_TOTAL)
+        fail(where(s), "set_weight " + text + " leaves no room: the other variants hold " + format_weight(others) +
+                           " % of the traffic");
+      step.weight_bp = *bp;
+    } else {
+      step.kind = CanaryStep::Kind::Pause;
+      if (s.value && s.value.IsMap()) {
+        if (s.value.size() != 0) fail(where(s), "pause takes a duration, or {} to wait for promote");
+        step.pause = std::nullopt;
+      } else {
+        step.pause = duration(s, "pause");
+      }
+    }
+    steps.push_back(step);
+  }
+  return steps;
+}
+
+PrePromotion Parser::parse_pre_promotion(const Field& f, const ServiceConfig& svc,
+                                         const std::string& preview) const {
+  PrePromotion p;
+  for (const auto& k : fields(f.value, where(f), "pre_promotion", {"requests", "path", "timeout", "gates"})) {
+    if (k.key == "requests") p.requests = static_cast<uint32_t>(integer(k, "pre_promotion.requests", 1, 100000, false));
+    else if (k.key == "path") {
+      p.path = scalar(k, "pre_promotion.path");
+      bool ok = !p.path.empty() && p.path[0] == '/' && p.path.size() <= 2048;
+      for (unsigned char c : p.path) ok = ok && c > 0x20 && c < 0x7f;
+      if (!ok) fail(where(k), "pre_promotion.path must start with '/' and hold no spaces or control bytes");
+    } else if (k.key == "timeout") {
+      p.timeout = duration(k, "pre_promotion.timeout");
+    } else if (k.key == "gates") {
+      p.gates = parse_gates(k, svc, preview, GateContext::PrePromotion);
+    }
+  }
+  if (svc.protocol != Protocol::Tcp)
+    fail(f.key_mark, "pre_promotion sends HTTP probe requests; service '" + svc.name + "' is udp");
+  if (p.gates.empty()) fail(f.key_mark, "pre_promotion needs gates (what the probes must show)");
+  return p;
+}
+
+PostPromotion Parser::parse_post_promotion(const Field& f, const ServiceConfig& svc,
+                                           const std::string& preview) const {
+  PostPromotion p;
+  bool have_duration = false;
+  for (const auto& k : fields(f.value, where(f), "post_promotion", {"duration", "gates"})) {
+    if (k.key == "duration") {
+      have_duration = true;
+      p.duration = duration(k, "post_promotion.duration");
+    } else {
+      p.gates = parse_gates(k, svc, preview, GateContext::PostPromotion);
+    }
+  }
+  if (!have_duration) fail(f.key_mark, "post_promotion needs a duration (how long to watch after the switch)");
+  if (p.gates.empty()) fail(f.key_mark, "post_promotion needs gates (what breaches switch back)");
+  return p;
+}
+
+RolloutConfig Parser::parse_rollout(const Field& rf, const ServiceConfig& svc) const {
+  RolloutConfig r;
+  const std::string what = "rollout of service '" + svc.name + "'";
+  const auto fs = entries(rf.value, where(rf), what);
+  auto find = [&](std::string_view key) -> const Field* {
+    for (const auto& f : fs)
+      if (f.key == key) return &f;
+    return nullptr;
+  };
+  const Field* strategy = find("strategy");
+  if (!strategy) fail(rf.key_mark, what + " is missing required key 'strategy' (canary, blue-green or ab)");
+  const std::string sname = scalar(*strategy, "strategy");
+  std::vector<std::string_view> allowed{"strategy", "interval", "failure_limit"};
+  if (sname == "canary") {
+    r.strategy = RolloutStrategy::Canary;
+    allowed.insert(allowed.end(), {"canary", "steps", "gates"});
+  } else if (sname == "blue-green") {
+    r.strategy = RolloutStrategy::BlueGreen;
+    allowed.insert(allowed.end(), {"active", "preview", "pre_promotion", "auto_promote", "post_promotion"});
+  } else if (sname == "ab") {
+    r.strategy = RolloutStrategy::Ab;
+    allowed.insert(allowed.end(), {"metric", "alpha", "power", "min_detectable_effect"});
+  } else {
+    fail(where(*strategy), "strategy must be canary, blue-green or ab; got '" + sname + "'");
+  }
+  for (const auto& f : fs) {
+    bool known = false;
+    for (auto a : allowed) known |= (a == f.key);
+    if (!known) {
+      std::string list;
+      for (auto a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
+      fail(f.key_mark, "unknown key '" + f.key + "' in a " + sname + " rollout (expected one of: " + list + ")");
+    }
+  }
+  if (const Field* f = find("interval")) {
+    r.interval = duration(*f, "interval");
+    if (r.interval < Millis{100} || r.interval > Millis{3600000})
+      fail(where(*f), "interval must be between 100ms and 1h");
+  }
+  if (const Field* f = find("failure_limit"))
+    r.failure_limit = static_cast<uint32_t>(integer(*f, "failure_limit", 0, 1000000, false));
+
+  auto variant_field = [&](std::string_view key, bool required) -> std::string {
+    const Field* f = find(key);
+    if (!f) {
+      if (required) fail(rf.key_mark, what + " is missing required key '" + std::string(key) + "'");
+      return {};
+    }
+    std::string v = scalar(*f, std::string(key));
+    if (svc.variant_index(v) < 0) fail(where(*f), std::string(key) + " '" + v + "' is not a variant of service '" +
+                                                      svc.name + "'");
+    return v;
+  };
+
+  switch (r.strategy) {
+    case RolloutStrategy::Canary: {
+      r.canary = variant_field("canary", true);
+      if (r.canary == svc.stable)
+        fail(where(*find("canary")), "canary '" + r.canary + "' is the stable variant; the canary must differ");
+      const Field* steps = find("steps");
+      if (!steps) fail(rf.key_mark, what + " is missing required key 'steps'");
+      r.steps = parse_steps(*steps, svc, svc.variant_index(r.canary));
+      if (const Field* g = find("gates")) r.gates = parse_gates(*g, svc, r.canary, GateContext::Canary);
+      break;
+    }
+    case RolloutStrategy::BlueGreen: {
+      r.active = variant_field("active", false);
+      if (r.active.empty()) r.active = svc.stable;
+      if (r.active != svc.stable)
+        fail(where(*find("active")), "active '" + r.active + "' must be the stable variant '" + svc.stable +
+                                         "' (the variant that serves now)");
+      r.preview = variant_field("preview", true);
+      if (r.preview == r.active)
+        fail(where(*find("preview")), "preview '" + r.preview + "' is the active variant; it must differ");
+      if (const Field* f = find("pre_promotion")) r.pre_promotion = parse_pre_promotion(*f, svc, r.preview);
+      if (const Field* f = find("auto_promote")) r.auto_promote = boolean(*f, "auto_promote");
+      if (const Field* f = find("post_promotion")) r.post_promotion = parse_post_promotion(*f, svc, r.preview);
+      break;
+    }
+    case RolloutStrategy::Ab: {
+      // One client must stay in one variant for the whole experiment, or the
+      // arms are not independent samples.
+      if (svc.affinity != Affinity::ClientIp)
+        fail(where(*strategy), "an ab rollout needs 'affinity: client-ip' on service '" + svc.name +
+                                   "' so that each client stays in one variant");
+      int live = 0;
+      for (uint32_t w : svc.weights_bp) live += w > 0;
+      if (live < 2) fail(where(*strategy), "an ab rollout needs 'weights' with at least two variants above 0");
+      const Field* m = find("metric");
+      if (!m) fail(rf.key_mark, what + " is missing required key 'metric' ({name: ..., kind: proportion|mean})");
+      bool have_name = false;
+      for (const auto& k : fields(m->value, where(*m), "metric", {"name", "kind"})) {
+        if (k.key == "name") {
+          have_name = true;
+          r.metric.name = scalar(k, "metric.name");
+          if (!valid_metric_name(r.metric.name))
+            fail(where(k), "metric name '" + r.metric.name + "' is invalid (1..64 of A-Z a-z 0-9 _ . : -)");
+        } else {
+          const std::string kind = scalar(k, "metric.kind");
+          if (kind == "proportion") r.metric.kind = AbMetricKind::Proportion;
+          else if (kind == "mean") r.metric.kind = AbMetricKind::Mean;
+          else fail(where(k), "metric.kind must be proportion or mean, got '" + kind + "'");
+        }
+      }
+      if (!have_name) fail(where(*m), "metric needs a name");
+      auto probability = [&](const char* key, double& out) {
+        if (const Field* f = find(key)) {
+          out = number(*f, key);
+          if (!(out > 0 && out < 1)) fail(where(*f), std::string(key) + " must be between 0 and 1 (exclusive)");
+        }
+      };
+      probability("alpha", r.alpha);
+      probability("power", r.power);
+      const Field* mde = find("min_detectable_effect");
+      if (!mde) fail(rf.key_mark, what + " is missing required key 'min_detectable_effect'");
+      r.min_detectable_effect = number(*mde, "min_detectable_effect");
+      if (!(r.min_detectable_effect > 0) ||
+          (r.metric.kind == AbMetricKind::Proportion && !(r.min_detectable_effect < 1)))
+        fail(where(*mde), std::string("min_detectable_effect must be ") +
+                              (r.metric.kind == AbMetricKind::Proportion
+                                   ? "a difference of proportions between 0 and 1 (0.01 = one point)"
+                                   : "positive (a difference of means)"));
+      break;
+    }
+  }
+  return r;
 }
 
 Config Parser::parse(const YAML::Node& root) {
@@ -445,6 +854,7 @@ Config Parser::parse(const YAML::Node& root) {
                             to_string(svc.protocol) + ")");
     cfg.services.push_back(std::move(svc));
   }
+  cfg.warnings.insert(cfg.warnings.end(), warnings_.begin(), warnings_.end());
   return cfg;
 }
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "veer/net.h"
+#include "veer/rollout.h"
 
 namespace veer {
 
@@ -48,6 +49,7 @@ struct ServiceConfig {
   std::vector<uint32_t> weights_bp;      // per variant (same order), basis points, sum 10000;
                                          // variants absent from `weights` get 0; no `weights`
                                          // key at all means stable = 100
+  std::optional<RolloutConfig> rollout;  // the `rollout:` section, validated against this service
 
   int variant_index(std::string_view name) const;  // -1 if absent
   int stable_index() const { return variant_index(stable); }
@@ -56,7 +58,7 @@ struct ServiceConfig {
 struct Config {
   NodeConfig node;
   std::vector<ServiceConfig> services;
-  std::vector<std::string> warnings;  // accepted but noteworthy (e.g. an ignored `rollout`)
+  std::vector<std::string> warnings;  // accepted but noteworthy
 
   const ServiceConfig* find_service(std::string_view name) const;
 };
