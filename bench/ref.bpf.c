@@ -14,6 +14,8 @@
  * bench_template over the packet (optionally stamping a fresh source address,
  * so every run is a new flow) and tail-calls bench_next[0], the program being
  * measured. Its own cost is measured by pointing it at ref_pass and subtracted.
+ * With `alternate` it copies two 80-byte frames by turns instead (a request
+ * and its reply: the telemetry row), measured and subtracted the same way.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -54,6 +56,7 @@ struct {
 } bench_next SEC(".maps");
 
 __u32 bench_counter = 0;
+__u32 bench_alt_counter = 0;
 
 SEC("xdp")
 int ref_pass(struct xdp_md *ctx)
@@ -144,7 +147,19 @@ int bench_reset(struct xdp_md *ctx)
 	__u32 zero = 0;
 	struct bench_template *t = bpf_map_lookup_elem(&bench_template, &zero);
 
-	if (!t || data + BENCH_FRAME_LEN > end)
+	if (!t)
+		return XDP_ABORTED;
+	if (t->alternate) {
+		if (data + BENCH_TEL_FRAME_LEN > end)
+			return XDP_ABORTED;
+		if (++bench_alt_counter & 1)
+			__builtin_memcpy(data, t->alt_frame[0], BENCH_TEL_FRAME_LEN);
+		else
+			__builtin_memcpy(data, t->alt_frame[1], BENCH_TEL_FRAME_LEN);
+		bpf_tail_call(ctx, &bench_next, 0);
+		return XDP_ABORTED;
+	}
+	if (data + BENCH_FRAME_LEN > end)
 		return XDP_ABORTED;
 	__builtin_memcpy(data, t->frame, BENCH_FRAME_LEN);
 	if (t->vary_src) {

@@ -4,15 +4,16 @@
  * all logic (the headers in bpf/lib/):
  *   veer_xdp  SEC("xdp")  native or generic XDP
  *   veer_tc   SEC("tc")   cls_bpf direct-action under clsact, or tcx
- * Per packet: parse -> classify -> (select) -> rewrite -> forward (next hop
- * from the per-CPU cache, else bpf_fib_lookup), and every verdict is counted
- * once under its enum veer_reason.
+ * Per packet: parse -> classify -> (select) -> telemetry -> rewrite ->
+ * forward (next hop from the per-CPU cache, else bpf_fib_lookup), and every
+ * verdict is counted once under its enum veer_reason.
  */
 #include "lib/common.h"
 #include "lib/maps.h"
 #include "lib/parse.h"
 #include "lib/csum.h"
 #include "lib/stats.h"
+#include "lib/telemetry.h"
 #include "lib/nat.h"
 #include "lib/select.h"
 #include "lib/fib_cache.h"
@@ -27,6 +28,7 @@ VEER_INLINE int veer_process(struct veer_pkt *pkt, const enum veer_hook hook)
 	struct veer_match m = {};
 	struct veer_nat_target t;
 	struct veer_l4_diff d = {};
+	struct veer_tel tel = {};
 	struct bpf_fib_lookup fib;
 	struct veer_fib_cache_key nh_key;
 	const struct veer_fib_cache_entry *nh;
@@ -55,17 +57,20 @@ VEER_INLINE int veer_process(struct veer_pkt *pkt, const enum veer_hook hook)
 	now = bpf_ktime_get_coarse_ns();
 	if (m.kind == VEER_MATCH_FLOW) {
 		veer_flow_touch(m.flow, now);
+		veer_tel_client(&h, &key, m.flow, now, &tel);
 		veer_target_from_flow(m.flow, &t);
 	} else if (m.kind == VEER_MATCH_NEW) {
-		r = veer_flow_create(m.svc, &key, &t, now);
+		r = veer_flow_create(m.svc, &h, &key, &t, now, &tel);
 		if (r != VEER_CONTINUE)
 			return veer_end(hook, r);
 	} else {
+		/* Before the rewrite: it reads the reply's own tuple and payload. */
+		veer_tel_reply(pkt, hook, &h, &key, m.rev, &tel);
 		veer_target_from_rev(m.rev, &t);
 	}
 
 	veer_nat_rewrite(&h, &t, &d);
-	veer_count_packet(t.service_id, t.variant, t.to_client, pkt->len);
+	veer_count_packet(t.service_id, t.variant, t.to_client, pkt->len, &tel);
 	fwd_reason = t.to_client ? VEER_R_FWD_TO_CLIENT : VEER_R_FWD_TO_BACKEND;
 
 	/* The cache key and the FIB parameters read the rewritten headers:

@@ -60,6 +60,34 @@ struct {
 	__type(value, struct veer_variant_counters);
 } veer_variant_stats SEC(".maps");
 
+/* service_id * VEER_MAX_VARIANTS + variant -> per-CPU response-latency
+ * histogram (veer/latency.h buckets). A map of its own: only reply packets
+ * that answer a request touch it, the hot counters stay one lookup. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, VEER_MAX_SERVICES * VEER_MAX_VARIANTS);
+	__type(key, __u32);
+	__type(value, struct veer_latency_hist);
+} veer_latency SEC(".maps");
+
+/* Reverse tuple (backend -> client) -> a SYN the backend has not answered. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, VEER_HANDSHAKES_MAX);
+	__type(key, struct veer_flow_key);
+	__type(value, struct veer_handshake);
+} veer_handshakes SEC(".maps");
+
+/* service_id * VEER_MAX_VARIANTS + variant -> handshakes that timed out.
+ * Written by userspace only; here so that it is created and pinned with the
+ * rest (and survives veerd restarts like them). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, VEER_MAX_SERVICES * VEER_MAX_VARIANTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} veer_handshake_timeouts SEC(".maps");
+
 /* enum veer_reason -> per-CPU packet count. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -58,8 +58,12 @@ struct veer_hdrs {
 	__u32 l4_off;
 	__u32 l4_check_off;    /* offset of *l4_check from the frame start */
 	__u32 l4_len;          /* L4 length as the IP header declares it */
+	__u32 payload_off;     /* first byte after the TCP/UDP header; set by veer_check_l4 */
+	__u32 payload_len;     /* bytes after the TCP/UDP header (IP lengths, not the
+				* frame: Ethernet padding is not payload); veer_check_l4 */
 	__u8 family;           /* VEER_AF_* */
 	__u8 proto;            /* VEER_PROTO_* */
+	__u8 tcp_flags;        /* TCP flags byte (FIN..CWR); 0 for UDP; veer_check_l4 */
 };
 
 VEER_INLINE int veer_is_ipv6_ext_hdr(__u8 nexthdr)
@@ -219,6 +223,9 @@ VEER_INLINE int veer_check_l4(struct veer_pkt *pkt, struct veer_hdrs *h)
 			return VEER_R_DROP_BAD_L4_HEADER;
 		h->l4_check = &tcp->check;
 		h->l4_check_off = h->l4_off + __builtin_offsetof(struct tcphdr, check);
+		h->tcp_flags = ((__u8 *)tcp)[13];
+		h->payload_off = h->l4_off + tcp->doff * 4u;
+		h->payload_len = h->l4_len - tcp->doff * 4u;
 	} else {
 		struct udphdr *udp = (void *)h->ports;
 
@@ -226,6 +233,9 @@ VEER_INLINE int veer_check_l4(struct veer_pkt *pkt, struct veer_hdrs *h)
 			return VEER_R_DROP_TRUNCATED_L4;
 		h->l4_check = &udp->check;
 		h->l4_check_off = h->l4_off + __builtin_offsetof(struct udphdr, check);
+		h->tcp_flags = 0;
+		h->payload_off = h->l4_off + sizeof(*udp);
+		h->payload_len = h->l4_len - sizeof(*udp);
 	}
 	return VEER_CONTINUE;
 }

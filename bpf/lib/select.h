@@ -13,6 +13,7 @@
 #include "lib/nat.h"
 #include "lib/parse.h"
 #include "lib/stats.h"
+#include "lib/telemetry.h"
 
 enum veer_match_kind {
 	VEER_MATCH_FLOW = 1,  /* client packet of an established flow */
@@ -131,14 +132,18 @@ VEER_INLINE int veer_select_backend(const struct veer_service *svc, const struct
 	flow->service_id = (__u16)id;
 	flow->variant = s.variant;
 	flow->backend_idx = s.backend;
+	flow->state = 0;
 	flow->pad = 0;
 	return VEER_CONTINUE;
 }
 
 /* A client packet of an unknown flow (any packet, no SYN needed): select,
- * record the flow and its reverse entry, fill the NAT target. */
-VEER_INLINE int veer_flow_create(const struct veer_service *svc, const struct veer_flow_key *key,
-				 struct veer_nat_target *t, __u64 now)
+ * record the flow and its reverse entry, fill the NAT target. Telemetry
+ * (lib/telemetry.h) starts in the entries themselves, at no extra lookup: a
+ * packet with payload starts a request, a SYN a handshake. */
+VEER_INLINE int veer_flow_create(const struct veer_service *svc, const struct veer_hdrs *h,
+				 const struct veer_flow_key *key, struct veer_nat_target *t, __u64 now,
+				 struct veer_tel *tel)
 {
 	struct veer_flow flow;
 	struct veer_flow_key rkey;
@@ -149,6 +154,9 @@ VEER_INLINE int veer_flow_create(const struct veer_service *svc, const struct ve
 	if (r != VEER_CONTINUE)
 		return r;
 	flow.last_seen_ns = now;
+	if (h->payload_len)
+		flow.state = VEER_FLOW_S_REQUEST_PENDING;
+	tel->reset = veer_is_rst(h);
 
 	/* NOEXIST: if another CPU created this flow meanwhile (its first
 	 * packets raced, maybe across a table flip), its choice wins so every
@@ -164,19 +172,19 @@ VEER_INLINE int veer_flow_create(const struct veer_service *svc, const struct ve
 		 * the next packet selects the same backend again. */
 	}
 
-	__builtin_memset(&rkey, 0, sizeof(rkey));
-	rkey.src = flow.backend;
-	rkey.dst = key->src;
-	rkey.sport = flow.backend_port;
-	rkey.dport = key->sport;
-	rkey.proto = key->proto;
-	rkey.family = key->family;
+	veer_reverse_key(key, &flow.backend, flow.backend_port, &rkey);
 	__builtin_memset(&rev, 0, sizeof(rev));
 	rev.vip = key->dst;
 	rev.vport = key->dport;
 	rev.service_id = flow.service_id;
 	rev.variant = flow.variant;
+	/* The request this packet starts, if it carries payload (a UDP
+	 * datagram, or TCP data of a flow the table had lost). */
+	if (flow.state & VEER_FLOW_S_REQUEST_PENDING)
+		rev.req_ts_ns = bpf_ktime_get_ns();
 	bpf_map_update_elem(&veer_nat_rev, &rkey, &rev, BPF_ANY);
+	if (veer_is_syn(h))
+		veer_handshake_start(&rkey, flow.service_id, flow.variant, now);
 
 	veer_target_from_flow(&flow, t);
 	return VEER_CONTINUE;

@@ -10,6 +10,7 @@
 
 #include "lib/common.h"
 #include "lib/maps.h"
+#include "lib/telemetry.h"
 
 VEER_INLINE void veer_count_reason(__u32 reason)
 {
@@ -30,8 +31,11 @@ VEER_INLINE struct veer_variant_counters *veer_variant_counters(__u16 service_id
 	return bpf_map_lookup_elem(&veer_variant_stats, &key);
 }
 
-/* A packet that was translated: "in" is client -> backend, "out" is the reply. */
-VEER_INLINE void veer_count_packet(__u16 service_id, __u8 variant, __u8 to_client, __u32 bytes)
+/* A packet that was translated: "in" is client -> backend, "out" is the
+ * reply; tel: what telemetry saw in it (lib/telemetry.h), counted with the
+ * same lookup. */
+VEER_INLINE void veer_count_packet(__u16 service_id, __u8 variant, __u8 to_client, __u32 bytes,
+				   const struct veer_tel *tel)
 {
 	struct veer_variant_counters *c = veer_variant_counters(service_id, variant);
 
@@ -40,9 +44,23 @@ VEER_INLINE void veer_count_packet(__u16 service_id, __u8 variant, __u8 to_clien
 	if (to_client) {
 		c->packets_out += 1;
 		c->bytes_out += bytes;
+		if (tel->reset)
+			c->backend_resets += 1;
+		if (tel->response) {
+			c->responses += 1;
+			switch (tel->http_class) {
+			case 2: c->http_2xx += 1; break;
+			case 3: c->http_3xx += 1; break;
+			case 4: c->http_4xx += 1; break;
+			case 5: c->http_5xx += 1; break;
+			default: break;
+			}
+		}
 	} else {
 		c->packets_in += 1;
 		c->bytes_in += bytes;
+		if (tel->reset)
+			c->client_resets += 1;
 	}
 }
 

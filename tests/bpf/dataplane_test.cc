@@ -42,7 +42,9 @@ std::string g_scratch;  // a private tmpfs for this run
 
 const std::vector<std::string> kMapNames = {"veer_services", "veer_slots",     "veer_backends",
                                             "veer_flows",    "veer_nat_rev",   "veer_variant_stats",
-                                            "veer_reasons",  "veer_port_filter", "veer_meta"};
+                                            "veer_reasons",  "veer_port_filter", "veer_meta",
+                                            "veer_latency",  "veer_handshakes", "veer_handshake_timeouts",
+                                            "veer_fib_cache"};
 
 void run(const std::string& cmd) {
   const int rc = std::system(cmd.c_str());
@@ -546,7 +548,8 @@ TEST_F(DataplaneTest, CountersAreSummedOverCpusAndFlowsAreLookedUp) {
   const int ncpus = libbpf_num_possible_cpus();
   ASSERT_GT(ncpus, 0);
   std::vector<veer_variant_counters> per_cpu(static_cast<size_t>(ncpus));
-  for (int i = 0; i < ncpus; ++i) per_cpu[i] = {uint64_t(i + 1), uint64_t(100 * (i + 1)), 2, 20, uint64_t(i)};
+  for (int i = 0; i < ncpus; ++i)
+    per_cpu[i] = {uint64_t(i + 1), uint64_t(100 * (i + 1)), 2, 20, uint64_t(i), 1, 2, 3, 4, 5, 6, uint64_t(i + 7)};
   const int sfd = bpf_obj_get((options_.pin_path + "/maps/veer_variant_stats").c_str());
   const uint32_t key = 5 * VEER_MAX_VARIANTS + 2;
   ASSERT_EQ(bpf_map_update_elem(sfd, &key, per_cpu.data(), BPF_ANY), 0);
@@ -558,6 +561,13 @@ TEST_F(DataplaneTest, CountersAreSummedOverCpusAndFlowsAreLookedUp) {
   EXPECT_EQ(sum.packets_out, 2 * n);
   EXPECT_EQ(sum.bytes_out, 20 * n);
   EXPECT_EQ(sum.new_flows, n * (n - 1) / 2);
+  EXPECT_EQ(sum.backend_resets, n);
+  EXPECT_EQ(sum.client_resets, 2 * n);
+  EXPECT_EQ(sum.http_2xx, 3 * n);
+  EXPECT_EQ(sum.http_3xx, 4 * n);
+  EXPECT_EQ(sum.http_4xx, 5 * n);
+  EXPECT_EQ(sum.http_5xx, 6 * n);
+  EXPECT_EQ(sum.responses, n * (n + 1) / 2 + 6 * n);
   EXPECT_EQ(dp->variant_counters(5, 3).packets_in, 0u);
   EXPECT_THROW(dp->variant_counters(VEER_MAX_SERVICES, 0), DataplaneError);
 
@@ -580,6 +590,99 @@ TEST_F(DataplaneTest, CountersAreSummedOverCpusAndFlowsAreLookedUp) {
   ASSERT_TRUE(found.has_value());
   EXPECT_EQ(found->backend.addr[0], htonl(0x0a010102));
   EXPECT_EQ(found->variant, 1);
+}
+
+
+TEST_F(DataplaneTest, TelemetrySumsTheHistogramOverCpus) {
+  auto dp = Dataplane::open(options_);
+  const int ncpus = libbpf_num_possible_cpus();
+  std::vector<veer_latency_hist> per_cpu(static_cast<size_t>(ncpus));
+  for (int i = 0; i < ncpus; ++i) {
+    per_cpu[i].bucket[0] = 1;
+    per_cpu[i].bucket[100] = uint64_t(i + 1);
+    per_cpu[i].bucket[VEER_LAT_BUCKETS - 1] = 2;
+  }
+  const int fd = bpf_obj_get((options_.pin_path + "/maps/veer_latency").c_str());
+  ASSERT_GE(fd, 0);
+  const uint32_t key = 7 * VEER_MAX_VARIANTS + 3;
+  ASSERT_EQ(bpf_map_update_elem(fd, &key, per_cpu.data(), BPF_ANY), 0);
+  close(fd);
+  const uint64_t n = static_cast<uint64_t>(ncpus);
+  const VariantTelemetry t = dp->telemetry(7, 3);
+  EXPECT_EQ(t.latency[0], n);
+  EXPECT_EQ(t.latency[100], n * (n + 1) / 2);
+  EXPECT_EQ(t.latency[VEER_LAT_BUCKETS - 1], 2 * n);
+  EXPECT_EQ(latency_count(t.latency), n + n * (n + 1) / 2 + 2 * n);
+  EXPECT_EQ(t.handshake_timeouts, 0u);
+  EXPECT_EQ(latency_count(dp->telemetry(7, 2).latency), 0u) << "another variant";
+  EXPECT_THROW(dp->telemetry(0, VEER_MAX_VARIANTS), DataplaneError);
+  EXPECT_THROW(dp->telemetry(VEER_MAX_SERVICES, 0), DataplaneError);
+}
+
+TEST_F(DataplaneTest, HandshakesOlderThanTheTimeoutAreCountedOnceAndSurviveAdoption) {
+  const uint64_t now = 1000ull * 1000000000ull;  // the kernel never sees these entries: any clock will do
+  const uint64_t timeout = 3ull * 1000000000ull;
+  {
+    auto dp = Dataplane::open(options_);
+    const int fd = bpf_obj_get((options_.pin_path + "/maps/veer_handshakes").c_str());
+    ASSERT_GE(fd, 0);
+    struct Entry {
+      uint16_t cport;
+      uint64_t age_ns;
+      uint16_t service;
+      uint8_t variant;
+    };
+    const std::vector<Entry> entries = {
+        {40001, 10ull * 1000000000ull, 3, 1},  // old
+        {40002, timeout, 3, 1},                // exactly the timeout: old
+        {40003, 5ull * 1000000000ull, 4, 0},   // old, another variant
+        {40004, timeout - 1, 3, 1},            // young by 1 ns
+        {40005, 0, 3, 1},                      // just now
+        {40006, 20ull * 1000000000ull, VEER_MAX_SERVICES, 0},  // old, names no counter: dropped
+    };
+    auto key_of = [](uint16_t cport) {
+      veer_flow_key k{};
+      k.src.addr[0] = htonl(0x0a010102);
+      k.dst.addr[0] = htonl(0x0a000201);
+      k.sport = htons(8080);
+      k.dport = htons(cport);
+      k.proto = VEER_PROTO_TCP;
+      k.family = VEER_AF_INET;
+      return k;
+    };
+    for (const Entry& e : entries) {
+      veer_handshake hs{};
+      hs.syn_ts_ns = now - e.age_ns;
+      hs.service_id = e.service;
+      hs.variant = e.variant;
+      const veer_flow_key k = key_of(e.cport);
+      ASSERT_EQ(bpf_map_update_elem(fd, &k, &hs, BPF_ANY), 0);
+    }
+    EXPECT_THROW(dp->collect_handshake_timeouts(now, 0), DataplaneError);
+    EXPECT_EQ(dp->collect_handshake_timeouts(now, timeout), 3u);
+    EXPECT_EQ(dp->telemetry(3, 1).handshake_timeouts, 2u);
+    EXPECT_EQ(dp->telemetry(4, 0).handshake_timeouts, 1u);
+    EXPECT_EQ(dp->telemetry(3, 0).handshake_timeouts, 0u);
+    veer_handshake hs{};
+    for (const Entry& e : entries) {
+      const veer_flow_key k = key_of(e.cport);
+      const bool young = e.age_ns < timeout;
+      EXPECT_EQ(bpf_map_lookup_elem(fd, &k, &hs) == 0, young) << "client port " << e.cport;
+    }
+    // Counted once: a second scan at the same time finds nothing old.
+    EXPECT_EQ(dp->collect_handshake_timeouts(now, timeout), 0u);
+    EXPECT_EQ(dp->telemetry(3, 1).handshake_timeouts, 2u);
+    // Later, the young ones are old too.
+    EXPECT_EQ(dp->collect_handshake_timeouts(now + timeout, timeout), 2u);
+    EXPECT_EQ(dp->telemetry(3, 1).handshake_timeouts, 4u);
+    close(fd);
+  }
+  // The counts are pinned: a restarted veerd adopts them.
+  auto again = Dataplane::open(options_);
+  ASSERT_TRUE(again->adopted());
+  EXPECT_EQ(again->telemetry(3, 1).handshake_timeouts, 4u);
+  EXPECT_EQ(again->telemetry(4, 0).handshake_timeouts, 1u);
+  EXPECT_EQ(again->collect_handshake_timeouts(1000000000ull), 0u) << "the map is empty";
 }
 
 }  // namespace

@@ -18,6 +18,10 @@
 #include <vector>
 
 #include "support/harness.h"
+
+extern "C" {
+#include "veer/latency.h"
+}
 #include "support/netns.h"
 #include "support/packet.h"
 
@@ -1031,6 +1035,309 @@ TEST_P(VeerBpf, PacketLongerThanTheCachedMtuTakesTheFullLookup) {
   ASSERT_TRUE(after.has_value());
   EXPECT_EQ(after->mtu, 1500u) << "FRAG_NEEDED is never cached";
 }
+
+// ---- telemetry (bpf/lib/telemetry.h, SPEC §2.10) ------------------------------------------
+
+constexpr uint8_t kTcpRst = 0x04;
+
+uint64_t monotonic_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);  // bpf_ktime_get_ns()'s clock
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+Bytes text(const std::string& s) { return Bytes(s.begin(), s.end()); }
+
+// The reverse tuple of a client's flow: backend -> client, as replies carry it.
+veer_flow_key reverse_key(const ServiceDef& s, const BackendDef& b, const Ip& client, uint16_t cport) {
+  return flow_key(Ip::parse(b.ip), client, b.port, cport, s.proto);
+}
+
+// Every counter of veer_variant_counters by name, for whole-struct comparisons.
+std::vector<std::pair<std::string, uint64_t>> fields(const veer_variant_counters& c) {
+  return {{"new_flows", c.new_flows},       {"backend_resets", c.backend_resets}, {"client_resets", c.client_resets},
+          {"http_2xx", c.http_2xx},         {"http_3xx", c.http_3xx},             {"http_4xx", c.http_4xx},
+          {"http_5xx", c.http_5xx},         {"responses", c.responses}};
+}
+
+class Telemetry : public VeerBpf {
+ protected:
+  // A client packet of the flow (ACK, with payload unless empty).
+  void client_sends(const ServiceDef& s, const Ip& client, uint16_t cport, const Bytes& payload,
+                    uint8_t flags = kTcpAck) {
+    PacketSpec spec = client_spec(s, client, cport);
+    spec.tcp_flags = flags;
+    spec.payload = payload;
+    expect_forwarded_to(s, spec, expected_backend(s, client, cport));
+  }
+  void backend_sends(const ServiceDef& s, const Ip& client, uint16_t cport, const Bytes& payload,
+                     uint8_t flags = kTcpAck) {
+    PacketSpec spec = reply_spec(s, expected_backend(s, client, cport), client, cport);
+    spec.tcp_flags = flags;
+    spec.payload = payload;
+    expect_reply_translated(s, spec);
+  }
+  // SYN, SYN-ACK, ACK: an established TCP flow with no request yet.
+  void handshake(const ServiceDef& s, const Ip& client, uint16_t cport) {
+    client_sends(s, client, cport, {}, kTcpSyn);
+    backend_sends(s, client, cport, {}, kTcpSyn | kTcpAck);
+    client_sends(s, client, cport, {}, kTcpAck);
+  }
+};
+
+TEST_P(Telemetry, ResetsFromClientAndBackendAreCountedPerVariant) {
+  ServiceDef s = svc_tcp4();
+  // Every slot to variant 1: the counts must land there, not in variant 0.
+  dp_->write_table(s.id, 0, [](uint32_t i) { return veer_slot{1, static_cast<uint8_t>(i % 2)}; });
+  Ip client = Ip::parse(kClient4);
+  auto backend_of = [&](uint16_t cport) -> const BackendDef& {
+    return s.variants[1][expected_slot(s, client, cport) % 2];
+  };
+  auto send = [&](uint16_t cport, bool from_client, uint8_t flags) {
+    const BackendDef& b = backend_of(cport);
+    if (from_client) {
+      PacketSpec spec = client_spec(s, client, cport);
+      spec.tcp_flags = flags;
+      spec.payload.clear();
+      expect_forwarded_to(s, spec, b);
+    } else {
+      PacketSpec spec = reply_spec(s, b, client, cport);
+      spec.tcp_flags = flags;
+      spec.payload.clear();
+      expect_reply_translated(s, spec);
+    }
+  };
+  // Flow 1: handshake, then the client resets.
+  send(45000, true, kTcpSyn);
+  send(45000, false, kTcpSyn | kTcpAck);
+  send(45000, true, kTcpRst | kTcpAck);
+  // Flow 2: handshake, then the backend resets (twice: both RSTs count).
+  send(45001, true, kTcpSyn);
+  send(45001, false, kTcpSyn | kTcpAck);
+  send(45001, false, kTcpRst | kTcpAck);
+  send(45001, false, kTcpRst);
+  // Flow 3: a SYN answered by RST (nothing listens on the backend).
+  send(45002, true, kTcpSyn);
+  send(45002, false, kTcpRst | kTcpAck);
+
+  veer_variant_counters c1 = dp_->counters(s.id, 1);
+  EXPECT_EQ(c1.client_resets, 1u);
+  EXPECT_EQ(c1.backend_resets, 3u);
+  EXPECT_EQ(c1.new_flows, 3u);
+  EXPECT_EQ(c1.responses, 0u) << "no payload, no request";
+  veer_variant_counters c0 = dp_->counters(s.id, 0);
+  for (const auto& [name, v] : fields(c0)) EXPECT_EQ(v, 0u) << "variant 0 " << name;
+  // The RST to a SYN is no SYN-ACK: the handshake stays unanswered.
+  EXPECT_TRUE(dp_->handshake(reverse_key(s, backend_of(45002), client, 45002)).has_value());
+  EXPECT_FALSE(dp_->handshake(reverse_key(s, backend_of(45001), client, 45001)).has_value());
+}
+
+// One request and its answer, the answer sent `delay` after the request:
+// returns the kernel's sample bucket, and checks it against the elapsed time
+// measured around the two runs (within one bucket either side).
+TEST_P(Telemetry, RequestThenReplyGivesOneLatencySampleInTheElapsedTimesBucket) {
+  for (const ServiceCase& c : kServiceCases) {
+    SCOPED_TRACE(c.name);
+    ServiceDef s = c.def();
+    Ip client = Ip::parse(c.client);
+    const uint16_t cport = 46000;
+    const bool tcp = s.proto == VEER_PROTO_TCP;
+    if (tcp) handshake(s, client, cport);
+    const veer_flow_key fkey = flow_key(client, Ip::parse(s.vip), cport, s.port, s.proto);
+    const veer_flow_key rkey = reverse_key(s, expected_backend(s, client, cport), client, cport);
+
+    // Two requests on one flow (keep-alive), 20 ms and 5 ms answers.
+    for (int delay_ms : {20, 5}) {
+      SCOPED_TRACE("answer after " + std::to_string(delay_ms) + " ms");
+      auto before = dp_->latency(s.id, 0);
+      uint64_t responses_before = dp_->counters(s.id, 0).responses;
+      if (tcp) {
+        veer_flow f{};
+        ASSERT_TRUE(dp_->flow_exists(fkey, &f));
+        EXPECT_EQ(f.state & VEER_FLOW_S_REQUEST_PENDING, 0) << "no request pending before it is sent";
+      }
+      uint64_t t0 = monotonic_ns();
+      client_sends(s, client, cport, text("GET /predict HTTP/1.1\r\nHost: m\r\n\r\n"));
+      uint64_t t1 = monotonic_ns();
+      veer_flow f{};
+      ASSERT_TRUE(dp_->flow_exists(fkey, &f));
+      EXPECT_EQ(f.state & VEER_FLOW_S_REQUEST_PENDING, VEER_FLOW_S_REQUEST_PENDING);
+      auto rev = dp_->nat_rev(rkey);
+      ASSERT_TRUE(rev.has_value());
+      EXPECT_GE(rev->req_ts_ns, t0);
+      EXPECT_LE(rev->req_ts_ns, t1);
+      // More of the same request: not a new one.
+      client_sends(s, client, cport, text("{\"x\": [1, 2, 3]}"));
+      EXPECT_EQ(dp_->nat_rev(rkey)->req_ts_ns, rev->req_ts_ns) << "a request's later segments keep its start";
+
+      std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+      uint64_t t2 = monotonic_ns();
+      backend_sends(s, client, cport, text("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"));
+      uint64_t t3 = monotonic_ns();
+      // More of the answer: no second sample.
+      backend_sends(s, client, cport, text("more body bytes"));
+
+      auto after = dp_->latency(s.id, 0);
+      EXPECT_EQ(dp_->counters(s.id, 0).responses, responses_before + 1);
+      int sampled = -1, samples = 0;
+      for (int b = 0; b < static_cast<int>(VEER_LAT_BUCKETS); ++b)
+        if (after[b] != before[b]) {
+          samples += static_cast<int>(after[b] - before[b]);
+          sampled = b;
+        }
+      ASSERT_EQ(samples, 1) << "exactly one latency sample";
+      // The kernel's elapsed time is within [t2 - t1, t3 - t0].
+      int lo = static_cast<int>(veer_lat_bucket(t2 - t1)), hi = static_cast<int>(veer_lat_bucket(t3 - t0));
+      EXPECT_GE(sampled, lo - 1) << "elapsed >= " << (t2 - t1) << " ns";
+      EXPECT_LE(sampled, hi + 1) << "elapsed <= " << (t3 - t0) << " ns";
+      EXPECT_GE(veer_lat_bucket_upper(sampled), static_cast<uint64_t>(delay_ms) * 1000000u)
+          << "at least the sleep";
+      EXPECT_EQ(dp_->nat_rev(rkey)->req_ts_ns, 0u) << "answered";
+      ASSERT_TRUE(dp_->flow_exists(fkey, &f));
+      EXPECT_EQ(f.state & VEER_FLOW_S_REQUEST_PENDING, 0) << "the next request may start";
+    }
+    EXPECT_EQ(dp_->counters(s.id, 0).http_2xx, 2u);
+  }
+}
+
+TEST_P(Telemetry, Http1StatusClassOfTheFirstAnswerIsCounted) {
+  struct Case {
+    std::string reply;
+    __u64 veer_variant_counters::*counter;  // nullptr: no class
+  };
+  const std::vector<Case> cases = {
+      {"HTTP/1.1 200 OK\r\n\r\n", &veer_variant_counters::http_2xx},
+      {"HTTP/1.1 302 Found\r\nLocation: /x\r\n\r\n", &veer_variant_counters::http_3xx},
+      {"HTTP/1.1 404 Not Found\r\n\r\n", &veer_variant_counters::http_4xx},
+      {"HTTP/1.0 503 Service Unavailable\r\n\r\n", &veer_variant_counters::http_5xx},
+      {"HTTP/1.1 204", &veer_variant_counters::http_2xx},  // exactly the 12 bytes read
+      {"SSH-2.0-OpenSSH_9.2\r\n", nullptr},                // not HTTP
+      {"HTTP/1.1 20", nullptr},                            // too short to hold a status
+      {"HTTP/2.0 200 OK\r\n", nullptr},                    // not HTTP/1.x
+      {"HTTP/1.1 100 Continue\r\n\r\n", nullptr},          // interim: no class
+      {"HTTP/1.1 2x0 OK\r\n", nullptr},                    // not a status code
+      {"http/1.1 200 OK\r\n", nullptr},                    // the version is case-sensitive
+  };
+  for (auto def : {svc_tcp4, svc_tcp6}) {
+    ServiceDef s = def();
+    Ip client = Ip::parse(s.family() == VEER_AF_INET ? kClient4 : kClient6);
+    uint16_t cport = 47000;
+    for (const Case& c : cases) {
+      SCOPED_TRACE(s.vip + " " + c.reply);
+      ++cport;
+      handshake(s, client, cport);
+      veer_variant_counters before = dp_->counters(s.id, 0);
+      client_sends(s, client, cport, text("GET / HTTP/1.1\r\n\r\n"));
+      backend_sends(s, client, cport, text(c.reply));
+      // The second answer segment and an unsolicited one count nothing.
+      backend_sends(s, client, cport, text("HTTP/1.1 500 Internal Server Error\r\n\r\n"));
+      veer_variant_counters after = dp_->counters(s.id, 0);
+      EXPECT_EQ(after.responses, before.responses + 1);
+      for (auto member : {&veer_variant_counters::http_2xx, &veer_variant_counters::http_3xx,
+                          &veer_variant_counters::http_4xx, &veer_variant_counters::http_5xx}) {
+        uint64_t want = before.*member + (member == c.counter ? 1 : 0);
+        EXPECT_EQ(after.*member, want);
+      }
+    }
+  }
+}
+
+TEST_P(Telemetry, ReplyWithoutARequestTakesNoSample) {
+  ServiceDef s = svc_tcp4();
+  Ip client = Ip::parse(kClient4);
+  handshake(s, client, 47500);
+  backend_sends(s, client, 47500, text("HTTP/1.1 200 OK\r\n\r\n"));  // server speaks first
+  client_sends(s, client, 47500, {}, kTcpAck);                        // a pure ACK is no request
+  backend_sends(s, client, 47500, text("HTTP/1.1 200 OK\r\n\r\n"));
+  veer_variant_counters c = dp_->counters(s.id, 0);
+  EXPECT_EQ(c.responses, 0u);
+  EXPECT_EQ(c.http_2xx, 0u);
+  uint64_t samples = 0;
+  for (uint64_t n : dp_->latency(s.id, 0)) samples += n;
+  EXPECT_EQ(samples, 0u);
+}
+
+TEST_P(Telemetry, SynRecordsAHandshakeAndSynAckDeletesIt) {
+  for (auto def : {svc_tcp4, svc_tcp6}) {
+    ServiceDef s = def();
+    SCOPED_TRACE(s.vip);
+    // Every slot to variant 1, backend 0: the entry must name variant 1.
+    dp_->write_table(s.id, 0, [](uint32_t) { return veer_slot{1, 0}; });
+    Ip client = Ip::parse(s.family() == VEER_AF_INET ? kClient4 : kClient6);
+    const uint16_t cport = 48000;
+    const BackendDef& b = s.variants[1][0];
+    const veer_flow_key rkey = reverse_key(s, b, client, cport);
+    ASSERT_FALSE(dp_->handshake(rkey).has_value());
+
+    uint64_t t0 = coarse_now_ns();
+    PacketSpec syn = client_spec(s, client, cport);
+    syn.tcp_flags = kTcpSyn;
+    syn.payload.clear();
+    expect_forwarded_to(s, syn, b);
+    uint64_t t1 = coarse_now_ns();
+    auto hs = dp_->handshake(rkey);
+    ASSERT_TRUE(hs.has_value()) << "the SYN's handshake is pending";
+    EXPECT_EQ(hs->service_id, s.id);
+    EXPECT_EQ(hs->variant, 1);
+    EXPECT_GE(hs->syn_ts_ns, t0);
+    EXPECT_LE(hs->syn_ts_ns, t1);
+
+    // A retransmitted SYN keeps the first one's time.
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    expect_forwarded_to(s, syn, b);
+    ASSERT_TRUE(dp_->handshake(rkey).has_value());
+    EXPECT_EQ(dp_->handshake(rkey)->syn_ts_ns, hs->syn_ts_ns);
+
+    // Packets that are no SYN-ACK leave it; the SYN-ACK deletes it.
+    PacketSpec ack = reply_spec(s, b, client, cport);
+    ack.tcp_flags = kTcpAck;
+    ack.payload.clear();
+    expect_reply_translated(s, ack);
+    EXPECT_TRUE(dp_->handshake(rkey).has_value());
+    PacketSpec syn_ack = ack;
+    syn_ack.tcp_flags = kTcpSyn | kTcpAck;
+    expect_reply_translated(s, syn_ack);
+    EXPECT_FALSE(dp_->handshake(rkey).has_value()) << "answered";
+
+    // A client ACK (not a SYN) records nothing.
+    PacketSpec client_ack = syn;
+    client_ack.tcp_flags = kTcpAck;
+    expect_forwarded_to(s, client_ack, b);
+    EXPECT_FALSE(dp_->handshake(rkey).has_value());
+  }
+  // UDP has no handshake.
+  ServiceDef u = svc_udp4();
+  Ip client = Ip::parse(kClient4);
+  expect_forwarded_to(u, client_spec(u, client, 48001), expected_backend(u, client, 48001));
+  EXPECT_FALSE(dp_->handshake(reverse_key(u, expected_backend(u, client, 48001), client, 48001)).has_value());
+}
+
+// A request whose answer never came must not be timed against a later
+// connection that reuses the tuple: its SYN clears the pending request.
+TEST_P(Telemetry, SynOnAReusedTupleClearsAnUnansweredRequest) {
+  ServiceDef s = svc_tcp4();
+  Ip client = Ip::parse(kClient4);
+  const uint16_t cport = 48500;
+  handshake(s, client, cport);
+  client_sends(s, client, cport, text("GET / HTTP/1.1\r\n\r\n"));
+  client_sends(s, client, cport, {}, kTcpRst);  // gives up, no answer
+  const veer_flow_key rkey = reverse_key(s, expected_backend(s, client, cport), client, cport);
+  ASSERT_NE(dp_->nat_rev(rkey)->req_ts_ns, 0u);
+
+  handshake(s, client, cport);  // a new connection, same tuple
+  EXPECT_EQ(dp_->nat_rev(rkey)->req_ts_ns, 0u);
+  veer_flow f{};
+  ASSERT_TRUE(dp_->flow_exists(flow_key(client, Ip::parse(s.vip), cport, s.port, s.proto), &f));
+  EXPECT_EQ(f.state & VEER_FLOW_S_REQUEST_PENDING, 0);
+  backend_sends(s, client, cport, text("HTTP/1.1 200 OK\r\n\r\n"));
+  EXPECT_EQ(dp_->counters(s.id, 0).responses, 0u) << "nothing was asked on this connection";
+  client_sends(s, client, cport, text("GET / HTTP/1.1\r\n\r\n"));
+  backend_sends(s, client, cport, text("HTTP/1.1 200 OK\r\n\r\n"));
+  EXPECT_EQ(dp_->counters(s.id, 0).responses, 1u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Hooks, Telemetry, ::testing::Values(Hook::Xdp, Hook::Tc),
+                         [](const auto& info) { return std::string(hook_name(info.param)); });
 
 INSTANTIATE_TEST_SUITE_P(Hooks, VeerBpf, ::testing::Values(Hook::Xdp, Hook::Tc),
                          [](const auto& info) { return std::string(hook_name(info.param)); });

@@ -215,10 +215,7 @@ class BpfDataplane final : public Dataplane, public MapWriter {
   // --- counters and flows ------------------------------------------------------
   veer_variant_counters variant_counters(uint32_t service_id, unsigned variant) const override {
     check_loaded();
-    if (service_id >= VEER_MAX_SERVICES || variant >= VEER_MAX_VARIANTS)
-      throw DataplaneError("variant_counters: service " + std::to_string(service_id) + " variant " +
-                           std::to_string(variant) + " out of range");
-    const uint32_t key = service_id * VEER_MAX_VARIANTS + variant;
+    const uint32_t key = variant_key("variant_counters", service_id, variant);
     const auto per_cpu = read_per_cpu<veer_variant_counters>(skel_->maps.veer_variant_stats, key);
     veer_variant_counters sum{};
     for (const auto& c : per_cpu) {
@@ -227,8 +224,72 @@ class BpfDataplane final : public Dataplane, public MapWriter {
       sum.packets_out += c.packets_out;
       sum.bytes_out += c.bytes_out;
       sum.new_flows += c.new_flows;
+      sum.backend_resets += c.backend_resets;
+      sum.client_resets += c.client_resets;
+      sum.http_2xx += c.http_2xx;
+      sum.http_3xx += c.http_3xx;
+      sum.http_4xx += c.http_4xx;
+      sum.http_5xx += c.http_5xx;
+      sum.responses += c.responses;
     }
     return sum;
+  }
+
+  VariantTelemetry telemetry(uint32_t service_id, unsigned variant) const override {
+    check_loaded();
+    const uint32_t key = variant_key("telemetry", service_id, variant);
+    VariantTelemetry t;
+    t.counters = variant_counters(service_id, variant);
+    for (const auto& h : read_per_cpu<veer_latency_hist>(skel_->maps.veer_latency, key))
+      for (size_t b = 0; b < t.latency.size(); ++b) t.latency[b] += h.bucket[b];
+    if (!lookup(skel_->maps.veer_handshake_timeouts, &key, &t.handshake_timeouts, "read handshake timeouts"))
+      throw DataplaneError("map veer_handshake_timeouts: entry " + std::to_string(key) + " does not exist");
+    return t;
+  }
+
+  uint64_t collect_handshake_timeouts(uint64_t now_ns, uint64_t timeout_ns) override {
+    check_loaded();
+    if (timeout_ns == 0) throw DataplaneError("collect_handshake_timeouts: the timeout must be positive");
+    const int fd = bpf_map__fd(skel_->maps.veer_handshakes);
+    // Keys first, then deletes: deleting while walking with get_next_key
+    // would restart the walk. Bounded by the map's size (the kernel may add
+    // entries meanwhile: those wait for the next scan).
+    const uint32_t max_entries = bpf_map__max_entries(skel_->maps.veer_handshakes);
+    std::vector<veer_flow_key> keys;
+    veer_flow_key key{};
+    const veer_flow_key* prev = nullptr;
+    while (keys.size() < max_entries) {
+      const int err = bpf_map_get_next_key(fd, prev, &key);
+      if (err == -ENOENT) break;
+      if (err) fail("map veer_handshakes: cannot walk the keys", err);
+      keys.push_back(key);
+      prev = &keys.back();
+    }
+    std::vector<uint64_t> timed_out(VEER_MAX_SERVICES * VEER_MAX_VARIANTS, 0);
+    uint64_t counted = 0;
+    for (const auto& k : keys) {
+      veer_handshake hs{};
+      int err = bpf_map_lookup_elem(fd, &k, &hs);
+      if (err == -ENOENT) continue;  // answered meanwhile
+      if (err) fail("map veer_handshakes: cannot read an entry", err);
+      if (hs.syn_ts_ns > now_ns || now_ns - hs.syn_ts_ns < timeout_ns) continue;
+      err = bpf_map_delete_elem(fd, &k);
+      if (err == -ENOENT) continue;  // the SYN-ACK came first
+      if (err) fail("map veer_handshakes: cannot delete an entry", err);
+      // Written by the kernel from maps veerd fills: drop what names no
+      // counter rather than count it elsewhere.
+      if (hs.service_id >= VEER_MAX_SERVICES || hs.variant >= VEER_MAX_VARIANTS) continue;
+      ++timed_out[static_cast<size_t>(hs.service_id) * VEER_MAX_VARIANTS + hs.variant];
+      ++counted;
+    }
+    for (uint32_t i = 0; i < timed_out.size(); ++i) {
+      if (timed_out[i] == 0) continue;
+      uint64_t total = 0;
+      lookup(skel_->maps.veer_handshake_timeouts, &i, &total, "read handshake timeouts");
+      total += timed_out[i];
+      update(skel_->maps.veer_handshake_timeouts, &i, &total, "write handshake timeouts");
+    }
+    return counted;
   }
 
   std::array<uint64_t, VEER_REASON_MAX> reason_counters() const override {
@@ -287,6 +348,13 @@ class BpfDataplane final : public Dataplane, public MapWriter {
 
  private:
   static std::string with(const std::string& summary) { return summary.empty() ? "" : " [" + summary + "]"; }
+
+  static uint32_t variant_key(const char* what, uint32_t service_id, unsigned variant) {
+    if (service_id >= VEER_MAX_SERVICES || variant >= VEER_MAX_VARIANTS)
+      throw DataplaneError(std::string(what) + ": service " + std::to_string(service_id) + " variant " +
+                           std::to_string(variant) + " out of range");
+    return service_id * VEER_MAX_VARIANTS + variant;
+  }
 
   void check_loaded() const {
     if (!skel_) throw DataplaneError("the data plane at " + pin_ + " is unloaded");
@@ -470,6 +538,13 @@ class BpfDataplane final : public Dataplane, public MapWriter {
 
 std::unique_ptr<Dataplane> Dataplane::open(const DataplaneOptions& options) {
   return std::make_unique<BpfDataplane>(options);
+}
+
+uint64_t Dataplane::collect_handshake_timeouts(uint64_t timeout_ns) {
+  timespec now{};
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return collect_handshake_timeouts(static_cast<uint64_t>(now.tv_sec) * 1000000000ull + static_cast<uint64_t>(now.tv_nsec),
+                                    timeout_ns);
 }
 
 void Dataplane::unload_pinned(const std::string& pin_path) {

@@ -57,22 +57,41 @@ VEER_CHECK_FIELD(veer_flow, backend_port, 16);
 VEER_CHECK_FIELD(veer_flow, service_id, 18);
 VEER_CHECK_FIELD(veer_flow, variant, 20);
 VEER_CHECK_FIELD(veer_flow, backend_idx, 21);
-VEER_CHECK_FIELD(veer_flow, pad, 22);
+VEER_CHECK_FIELD(veer_flow, state, 22);
+VEER_CHECK_FIELD(veer_flow, pad, 23);
 VEER_CHECK_FIELD(veer_flow, last_seen_ns, 24);
 
-VEER_CHECK_SIZE(veer_nat_rev, 24);
+VEER_CHECK_SIZE(veer_nat_rev, 32);
 VEER_CHECK_FIELD(veer_nat_rev, vip, 0);
 VEER_CHECK_FIELD(veer_nat_rev, vport, 16);
 VEER_CHECK_FIELD(veer_nat_rev, service_id, 18);
 VEER_CHECK_FIELD(veer_nat_rev, variant, 20);
 VEER_CHECK_FIELD(veer_nat_rev, pad, 21);
+VEER_CHECK_FIELD(veer_nat_rev, req_ts_ns, 24);
 
-VEER_CHECK_SIZE(veer_variant_counters, 40);
+VEER_CHECK_SIZE(veer_variant_counters, 96);
 VEER_CHECK_FIELD(veer_variant_counters, packets_in, 0);
 VEER_CHECK_FIELD(veer_variant_counters, bytes_in, 8);
 VEER_CHECK_FIELD(veer_variant_counters, packets_out, 16);
 VEER_CHECK_FIELD(veer_variant_counters, bytes_out, 24);
 VEER_CHECK_FIELD(veer_variant_counters, new_flows, 32);
+VEER_CHECK_FIELD(veer_variant_counters, backend_resets, 40);
+VEER_CHECK_FIELD(veer_variant_counters, client_resets, 48);
+VEER_CHECK_FIELD(veer_variant_counters, http_2xx, 56);
+VEER_CHECK_FIELD(veer_variant_counters, http_3xx, 64);
+VEER_CHECK_FIELD(veer_variant_counters, http_4xx, 72);
+VEER_CHECK_FIELD(veer_variant_counters, http_5xx, 80);
+VEER_CHECK_FIELD(veer_variant_counters, responses, 88);
+
+VEER_CHECK_SIZE(veer_latency_hist, 8 * VEER_LAT_BUCKETS);
+VEER_CHECK_FIELD(veer_latency_hist, bucket, 0);
+static_assert(VEER_LAT_BUCKETS == 370, "latency bucket layout changed");
+
+VEER_CHECK_SIZE(veer_handshake, 16);
+VEER_CHECK_FIELD(veer_handshake, syn_ts_ns, 0);
+VEER_CHECK_FIELD(veer_handshake, service_id, 8);
+VEER_CHECK_FIELD(veer_handshake, variant, 10);
+VEER_CHECK_FIELD(veer_handshake, pad, 11);
 
 VEER_CHECK_SIZE(veer_fib_cache_entry, 56);
 VEER_CHECK_FIELD(veer_fib_cache_entry, dst, 0);

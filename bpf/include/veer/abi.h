@@ -18,7 +18,9 @@
 #ifndef VEER_ABI_H
 #define VEER_ABI_H
 
-#define VEER_ABI_VERSION 2 /* 2: veer_fib_cache */
+#define VEER_ABI_VERSION 3 /* 2: veer_fib_cache; 3: kernel telemetry (flow state,
+			    * nat_rev.req_ts_ns, counters, latency histogram,
+			    * handshakes) */
 
 /* Limits (SPEC §1). */
 #define VEER_MAX_SERVICES 64
@@ -108,13 +110,21 @@ struct veer_flow {
 	__u16 service_id;
 	__u8 variant;
 	__u8 backend_idx;
-	__u16 pad;
-	__u64 last_seen_ns; /* bpf_ktime_get_ns(), refreshed at most every
+	__u8 state;         /* VEER_FLOW_S_* */
+	__u8 pad;
+	__u64 last_seen_ns; /* bpf_ktime_get_coarse_ns(), refreshed at most every
 			     * VEER_LAST_SEEN_GRANULARITY_NS to keep the
 			     * cache line quiet */
 };
 
 #define VEER_LAST_SEEN_GRANULARITY_NS 1000000000ULL
+
+/* veer_flow.state bits (telemetry, SPEC §2.10).
+ * REQUEST_PENDING: the client sent payload that the backend has not answered
+ * yet; the request's start time is in the flow's veer_nat_rev.req_ts_ns.
+ * Kept in the flow entry (which every client packet reads anyway) so that
+ * only the first payload packet of a request pays the reverse-entry lookup. */
+#define VEER_FLOW_S_REQUEST_PENDING 0x01
 
 struct veer_nat_rev {
 	struct veer_addr vip;
@@ -122,6 +132,8 @@ struct veer_nat_rev {
 	__u16 service_id;
 	__u8 variant;
 	__u8 pad[3];
+	__u64 req_ts_ns; /* bpf_ktime_get_ns() of the first payload byte of the
+			  * pending request; 0: none pending */
 };
 
 /* Map veer_variant_stats (PERCPU_ARRAY),
@@ -133,7 +145,54 @@ struct veer_variant_counters {
 	__u64 packets_out;
 	__u64 bytes_out;
 	__u64 new_flows;
+	/* Telemetry (SPEC §2.10), since ABI 3. */
+	__u64 backend_resets; /* TCP replies with RST */
+	__u64 client_resets;  /* TCP client packets with RST */
+	__u64 http_2xx;       /* status class of the first reply payload after a */
+	__u64 http_3xx;       /* request, when it starts with "HTTP/1.x NNN"     */
+	__u64 http_4xx;
+	__u64 http_5xx;
+	__u64 responses;      /* latency samples: one per answered request */
 };
+
+/* Map veer_latency (PERCPU_ARRAY), key = service_id * VEER_MAX_VARIANTS +
+ * variant: the response-latency histogram, time from the first payload byte
+ * of a request (client -> backend) to the first payload byte of the reply.
+ * Log-linear buckets over nanoseconds: VEER_LAT_SUB_BUCKETS per power of two
+ * from 2^VEER_LAT_MIN_SHIFT (8.192 us) to 2^VEER_LAT_MAX_SHIFT (68.7 s), plus
+ * bucket 0 for [0, 2^MIN_SHIFT) and the last bucket for [2^MAX_SHIFT, inf).
+ * 16 sub-buckets: a bucket is at most 1/16 = 6.25 % of its lower bound wide
+ * (8 would give 12.5 %, above the 10 % of SPEC §2.10). The index and the
+ * bounds are computed by veer/latency.h, on both sides. */
+#define VEER_LAT_SUB_BITS 4
+#define VEER_LAT_SUB_BUCKETS (1u << VEER_LAT_SUB_BITS)
+#define VEER_LAT_MIN_SHIFT 13 /* 8192 ns <= 10 us */
+#define VEER_LAT_MAX_SHIFT 36 /* 68.7 s >= 60 s */
+#define VEER_LAT_BUCKETS ((VEER_LAT_MAX_SHIFT - VEER_LAT_MIN_SHIFT) * VEER_LAT_SUB_BUCKETS + 2)
+
+struct veer_latency_hist {
+	__u64 bucket[VEER_LAT_BUCKETS];
+};
+
+/* Map veer_handshakes (LRU_HASH, VEER_HANDSHAKES_MAX): TCP handshakes the
+ * backend has not answered yet. Key = the reverse tuple (backend -> client,
+ * what the SYN-ACK carries, as in veer_nat_rev). Inserted by the client's SYN
+ * (no ACK), deleted by the backend's SYN-ACK; userspace deletes entries older
+ * than its timeout and counts them in veer_handshake_timeouts. Under a SYN
+ * flood the LRU evicts the oldest entries silently: those are not counted. */
+#define VEER_HANDSHAKES_MAX 65536
+
+struct veer_handshake {
+	__u64 syn_ts_ns;   /* bpf_ktime_get_coarse_ns() of the SYN (CLOCK_MONOTONIC
+			    * base, jiffy resolution) */
+	__u16 service_id;
+	__u8 variant;
+	__u8 pad[5];
+};
+
+/* Map veer_handshake_timeouts (ARRAY of __u64), key = service_id *
+ * VEER_MAX_VARIANTS + variant: handshakes with no answer within the timeout,
+ * written by userspace only (pinned, so counts survive veerd restarts). */
 
 /* Map veer_reasons (PERCPU_ARRAY of __u64), key = enum veer_reason.
  * Every verdict the program returns is counted under exactly one reason.

@@ -193,8 +193,42 @@ class Dataplane {
       sum.packets_out += c.packets_out;
       sum.bytes_out += c.bytes_out;
       sum.new_flows += c.new_flows;
+      sum.backend_resets += c.backend_resets;
+      sum.client_resets += c.client_resets;
+      sum.http_2xx += c.http_2xx;
+      sum.http_3xx += c.http_3xx;
+      sum.http_4xx += c.http_4xx;
+      sum.http_5xx += c.http_5xx;
+      sum.responses += c.responses;
     }
     return sum;
+  }
+
+  // veer_latency of (service, variant), summed over CPUs.
+  std::array<uint64_t, VEER_LAT_BUCKETS> latency(uint32_t service_id, uint32_t variant) const {
+    std::vector<veer_latency_hist> per_cpu(ncpus_);
+    uint32_t key = service_id * VEER_MAX_VARIANTS + variant;
+    check(bpf_map__lookup_elem(skel_->maps.veer_latency, &key, sizeof key, per_cpu.data(),
+                               per_cpu.size() * sizeof(veer_latency_hist), 0),
+          "lookup veer_latency");
+    std::array<uint64_t, VEER_LAT_BUCKETS> sum{};
+    for (const auto& h : per_cpu)
+      for (uint32_t b = 0; b < VEER_LAT_BUCKETS; ++b) sum[b] += h.bucket[b];
+    return sum;
+  }
+
+  std::optional<veer_handshake> handshake(const veer_flow_key& reverse_key) const {
+    veer_handshake hs{};
+    if (bpf_map__lookup_elem(skel_->maps.veer_handshakes, &reverse_key, sizeof reverse_key, &hs, sizeof hs, 0) != 0)
+      return std::nullopt;
+    return hs;
+  }
+
+  std::optional<veer_nat_rev> nat_rev(const veer_flow_key& reverse_key) const {
+    veer_nat_rev rev{};
+    if (bpf_map__lookup_elem(skel_->maps.veer_nat_rev, &reverse_key, sizeof reverse_key, &rev, sizeof rev, 0) != 0)
+      return std::nullopt;
+    return rev;
   }
 
   bool flow_exists(const veer_flow_key& k, veer_flow* out = nullptr) const {

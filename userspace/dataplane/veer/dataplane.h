@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "veer/config.h"
+#include "veer/latency_histogram.h"
 #include "veer/map_writer.h"
 
 namespace veer {
@@ -34,6 +35,15 @@ struct Attachment {
   std::string interface;
   int ifindex = 0;
   std::string mode;  // "xdp", "xdp-generic", "tcx", "tc" (cls_bpf under clsact)
+};
+
+// Kernel telemetry of one (service, variant), SPEC §2.10: cumulative since
+// the maps were created (they are pinned: veerd restarts keep them); a
+// consumer windows them by differences.
+struct VariantTelemetry {
+  veer_variant_counters counters{};  // per-CPU counters, summed (new flows, resets, HTTP classes, responses)
+  LatencyHistogram latency{};        // veer_latency, summed; bounds: veer/latency_histogram.h
+  uint64_t handshake_timeouts = 0;   // counted by collect_handshake_timeouts
 };
 
 class Dataplane {
@@ -67,6 +77,21 @@ class Dataplane {
   virtual veer_variant_counters variant_counters(uint32_t service_id, unsigned variant) const = 0;
   virtual std::array<uint64_t, VEER_REASON_MAX> reason_counters() const = 0;
   virtual std::optional<veer_flow> lookup_flow(const veer_flow_key& key) const = 0;
+
+  // Counters, latency histogram and handshake timeouts of one variant.
+  // Throws DataplaneError for an out-of-range service or variant.
+  virtual VariantTelemetry telemetry(uint32_t service_id, unsigned variant) const = 0;
+
+  // Scans veer_handshakes: every SYN older than timeout_ns at now_ns (both on
+  // the CLOCK_MONOTONIC base; the kernel stamps SYNs with the coarse clock, so
+  // an age can read up to one tick long) is deleted and counted in
+  // veer_handshake_timeouts under its (service, variant). A SYN-ACK that
+  // deletes the entry first wins: it is not counted. Returns how many were
+  // counted. Throws DataplaneError (timeout_ns 0 included: nothing would
+  // ever be answered in time).
+  virtual uint64_t collect_handshake_timeouts(uint64_t now_ns, uint64_t timeout_ns) = 0;
+  // The same at now = clock_gettime(CLOCK_MONOTONIC).
+  uint64_t collect_handshake_timeouts(uint64_t timeout_ns);
 
   // Detaches every program and removes every pin and the pin folder.
   virtual void unload() = 0;

@@ -1,0 +1,209 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Kernel telemetry per (service, variant), SPEC §2.10: resets from either
+ * side, unanswered TCP handshakes, the response latency of each request, and
+ * the HTTP/1.x status class of its response.
+ *
+ * Request/response tracking, at a bounded cost per packet:
+ * - client packet with payload, flow not REQUEST_PENDING: a request starts.
+ *   Its time goes into the flow's reverse entry (req_ts_ns, which the reply
+ *   reads anyway), the flow gets REQUEST_PENDING. One extra lookup (the
+ *   reverse entry); later segments of the same request see the bit: no cost.
+ * - reply with payload and req_ts_ns set: the first answer to the request.
+ *   One histogram increment (bucket index by bit tricks, no loop), the status
+ *   class from the first 12 payload bytes, req_ts_ns = 0, and one lookup of
+ *   the flow entry to clear REQUEST_PENDING. Later reply segments see
+ *   req_ts_ns == 0: no cost.
+ * Every other packet pays only a few compares on fields already loaded.
+ * A request whose answer never comes leaves the flow pending: no further
+ * request of that flow is measured until a reply with payload arrives (or a
+ * new SYN reuses the tuple, which clears it).
+ *
+ * Handshakes: a client SYN (no ACK) records (time, service, variant) under
+ * the reverse tuple in veer_handshakes; the backend's SYN-ACK deletes it;
+ * userspace counts what stays longer than its timeout.
+ */
+#ifndef VEER_LIB_TELEMETRY_H
+#define VEER_LIB_TELEMETRY_H
+
+#include "lib/common.h"
+#include "lib/maps.h"
+#include "lib/parse.h"
+#include "veer/latency.h"
+
+#define VEER_TCP_SYN 0x02
+#define VEER_TCP_RST 0x04
+#define VEER_TCP_ACK 0x10
+
+/* What a packet contributes to its variant's counters (applied by
+ * veer_count_packet with the one lookup it does anyway). */
+struct veer_tel {
+	__u8 reset;      /* a TCP RST */
+	__u8 response;   /* a latency sample was taken */
+	__u8 http_class; /* 2..5, or 0: none */
+};
+
+VEER_INLINE int veer_is_syn(const struct veer_hdrs *h)
+{
+	return h->proto == VEER_PROTO_TCP && (h->tcp_flags & (VEER_TCP_SYN | VEER_TCP_ACK)) == VEER_TCP_SYN;
+}
+
+VEER_INLINE int veer_is_syn_ack(const struct veer_hdrs *h)
+{
+	return h->proto == VEER_PROTO_TCP &&
+	       (h->tcp_flags & (VEER_TCP_SYN | VEER_TCP_ACK)) == (VEER_TCP_SYN | VEER_TCP_ACK);
+}
+
+VEER_INLINE __u8 veer_is_rst(const struct veer_hdrs *h)
+{
+	return h->proto == VEER_PROTO_TCP && (h->tcp_flags & VEER_TCP_RST);
+}
+
+/* The reverse tuple of a client packet: what the backend's replies carry. */
+VEER_INLINE void veer_reverse_key(const struct veer_flow_key *key, const struct veer_addr *backend,
+				  __u16 backend_port, struct veer_flow_key *rkey)
+{
+	__builtin_memset(rkey, 0, sizeof(*rkey));
+	rkey->src = *backend;
+	rkey->dst = key->src;
+	rkey->sport = backend_port;
+	rkey->dport = key->sport;
+	rkey->proto = key->proto;
+	rkey->family = key->family;
+}
+
+/* A client SYN: the handshake is pending until the backend's SYN-ACK.
+ * NOEXIST: a retransmitted SYN keeps the first one's time. */
+VEER_INLINE void veer_handshake_start(const struct veer_flow_key *rkey, __u16 service_id, __u8 variant,
+				      __u64 now)
+{
+	struct veer_handshake hs = {
+		.syn_ts_ns = now,
+		.service_id = service_id,
+		.variant = variant,
+	};
+
+	bpf_map_update_elem(&veer_handshakes, rkey, &hs, BPF_NOEXIST);
+}
+
+/* A client packet of an established flow (flow: the map's value). New flows
+ * get their initial state in veer_flow_create, at no extra lookup. */
+VEER_INLINE void veer_tel_client(const struct veer_hdrs *h, const struct veer_flow_key *key,
+				 struct veer_flow *flow, __u64 now, struct veer_tel *tel)
+{
+	struct veer_flow_key rkey;
+	struct veer_nat_rev *rev;
+	__u8 state = flow->state;
+
+	tel->reset = veer_is_rst(h);
+	if (veer_is_syn(h)) {
+		/* A SYN on a known tuple: a retransmit, or a new connection
+		 * reusing the tuple; either way nothing of an older request
+		 * is still to be answered. Only SYNs pay for this. */
+		veer_reverse_key(key, &flow->backend, flow->backend_port, &rkey);
+		veer_handshake_start(&rkey, flow->service_id, flow->variant, now);
+		if (state & VEER_FLOW_S_REQUEST_PENDING) {
+			rev = bpf_map_lookup_elem(&veer_nat_rev, &rkey);
+			if (rev)
+				rev->req_ts_ns = 0;
+			flow->state = state & ~VEER_FLOW_S_REQUEST_PENDING;
+		}
+		return;
+	}
+	if (h->payload_len == 0 || (state & VEER_FLOW_S_REQUEST_PENDING))
+		return;
+	veer_reverse_key(key, &flow->backend, flow->backend_port, &rkey);
+	rev = bpf_map_lookup_elem(&veer_nat_rev, &rkey);
+	if (!rev)
+		return; /* its replies cannot be translated either */
+	/* Time first, then the bit: a reply that sees the bit finds the time. */
+	rev->req_ts_ns = bpf_ktime_get_ns();
+	flow->state = state | VEER_FLOW_S_REQUEST_PENDING;
+}
+
+/* "HTTP/1.x NNN": the status class digit (2..5), or 0. Reads the first 12
+ * payload bytes: straight from the packet when they are in the linear part,
+ * else (TC, non-linear skb) with bpf_skb_load_bytes. */
+VEER_INLINE __u8 veer_http_class(const struct veer_pkt *pkt, const enum veer_hook hook,
+				 const struct veer_hdrs *h)
+{
+	__u8 b[12];
+	__u32 off = h->payload_off;
+	__u8 *p;
+
+	if (h->payload_len < sizeof(b))
+		return 0;
+	/* Headers end within VEER_MAX_HDR_LEN: the bound the verifier needs
+	 * for the variable offset. */
+	if (off > VEER_MAX_HDR_LEN)
+		return 0;
+	p = pkt->data + off;
+	if ((void *)(p + sizeof(b)) <= pkt->data_end) {
+		__builtin_memcpy(b, p, sizeof(b));
+	} else if (hook == VEER_HOOK_TC) {
+		if (bpf_skb_load_bytes(pkt->ctx, off, b, sizeof(b)))
+			return 0;
+	} else {
+		return 0; /* single-buffer XDP: the frame ends before 12 payload bytes */
+	}
+	if (b[0] != 'H' || b[1] != 'T' || b[2] != 'T' || b[3] != 'P' || b[4] != '/' || b[5] != '1' ||
+	    b[6] != '.' || b[7] < '0' || b[7] > '9' || b[8] != ' ')
+		return 0;
+	if (b[9] < '2' || b[9] > '5' || b[10] < '0' || b[10] > '9' || b[11] < '0' || b[11] > '9')
+		return 0; /* 1xx (interim) and anything else: no class */
+	return b[9] - '0';
+}
+
+/* A backend reply (rev: the reverse entry, key: the reply's own tuple). */
+VEER_INLINE void veer_tel_reply(const struct veer_pkt *pkt, const enum veer_hook hook,
+				const struct veer_hdrs *h, const struct veer_flow_key *key,
+				struct veer_nat_rev *rev, struct veer_tel *tel)
+{
+	struct veer_flow_key fkey;
+	struct veer_latency_hist *hist;
+	struct veer_flow *flow;
+	__u64 req_ts, now, elapsed;
+	__u32 hist_key, bucket;
+
+	tel->reset = veer_is_rst(h);
+	if (veer_is_syn_ack(h)) {
+		/* The handshake was answered (key: the reverse tuple, as the
+		 * SYN stored it). Only SYN-ACKs pay for this. */
+		bpf_map_delete_elem(&veer_handshakes, key);
+		return;
+	}
+	if (h->payload_len == 0)
+		return;
+	req_ts = rev->req_ts_ns;
+	if (req_ts == 0)
+		return;
+	rev->req_ts_ns = 0;
+	now = bpf_ktime_get_ns();
+	elapsed = now > req_ts ? now - req_ts : 0;
+	tel->response = 1;
+	tel->http_class = veer_http_class(pkt, hook, h);
+
+	if (rev->variant < VEER_MAX_VARIANTS && rev->service_id < VEER_MAX_SERVICES) {
+		hist_key = (__u32)rev->service_id * VEER_MAX_VARIANTS + rev->variant;
+		hist = bpf_map_lookup_elem(&veer_latency, &hist_key);
+		bucket = veer_lat_bucket(elapsed);
+		/* < VEER_LAT_BUCKETS by construction; the verifier wants to
+		 * see it before indexing. */
+		if (hist && bucket < VEER_LAT_BUCKETS)
+			hist->bucket[bucket] += 1;
+	}
+
+	/* The client's flow (client -> VIP) may start its next request. */
+	__builtin_memset(&fkey, 0, sizeof(fkey));
+	fkey.src = key->dst;
+	fkey.dst = rev->vip;
+	fkey.sport = key->dport;
+	fkey.dport = rev->vport;
+	fkey.proto = key->proto;
+	fkey.family = key->family;
+	flow = bpf_map_lookup_elem(&veer_flows, &fkey);
+	if (flow)
+		flow->state &= ~VEER_FLOW_S_REQUEST_PENDING;
+}
+
+#endif /* VEER_LIB_TELEMETRY_H */
