@@ -1,0 +1,69 @@
+// One asynchronous HTTP GET of a variant's metrics_url (the `prometheus` gate
+// source) on the caller's io_context, Boost.Asio + Boost.Beast.
+//
+// http:// only; the whole operation (resolve, connect, request, response) has
+// one deadline, and the body is bounded. Every failure comes back as a
+// ScrapeResult with an error kind and a message: to the gate model each of
+// them is Error (source unreachable). The callback runs exactly once, on the
+// io_context's thread, never from inside http_get itself.
+#pragma once
+// Boost 1.74 asio (awaitable.hpp) uses std::exchange without including <utility>.
+#include <utility>
+
+#include <boost/asio/io_context.hpp>
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace veer::net {
+
+enum class ScrapeError {
+  None,
+  BadUrl,      // not http://host[:port]/path (https is refused here)
+  Resolve,     // host name did not resolve
+  Connect,     // refused, unreachable
+  Timeout,     // the deadline passed (any phase)
+  HttpStatus,  // an answer other than 200
+  TooLarge,    // body above max_body_bytes
+  Protocol,    // not HTTP/1.x, broken framing, connection lost mid-answer
+  Cancelled,   // HttpGet::cancel()
+};
+const char* to_string(ScrapeError error);
+
+struct ScrapeResult {
+  ScrapeError error = ScrapeError::None;
+  std::string message;       // for logs and events; empty on success
+  unsigned status = 0;       // the HTTP status when one was read
+  std::string content_type;
+  std::string body;          // on success only
+  std::chrono::steady_clock::duration elapsed{};
+  bool ok() const { return error == ScrapeError::None; }
+};
+
+struct ScrapeOptions {
+  std::chrono::milliseconds timeout{5'000};
+  std::size_t max_body_bytes = 4u << 20;
+  std::size_t max_header_bytes = 64u << 10;
+  // Ask for the text format: exporters that also speak OpenMetrics or
+  // protobuf would otherwise pick one.
+  std::string accept = "text/plain;version=0.0.4;q=1,*/*;q=0.1";
+};
+
+class HttpGet {
+ public:
+  using Callback = std::function<void(ScrapeResult)>;
+  virtual ~HttpGet() = default;
+  // Ends the request now; the callback gets Cancelled (unless it already ran).
+  // Call on the io_context's thread.
+  virtual void cancel() = 0;
+};
+
+// Starts the GET. Call on the io_context's thread (or before it runs). The
+// returned handle may be dropped: the operation keeps itself alive.
+std::shared_ptr<HttpGet> http_get(boost::asio::io_context& io, std::string_view url, const ScrapeOptions& options,
+                                  HttpGet::Callback callback);
+
+}  // namespace veer::net
