@@ -326,3 +326,56 @@ TEST(ProtocolStatus, ServiceStatusShape) {
   EXPECT_EQ(v.at("bytes_in"), 6400);
   EXPECT_EQ(v.at("packets_out"), 0);
 }
+
+// ---- issue 4 requests ----
+
+TEST(ProtocolIssue4, RolloutRequest) {
+  auto r = std::get<RolloutRequest>(parse_request(R"({"cmd":"rollout","service":"m","action":"promote","full":true})"));
+  EXPECT_EQ(r.service, "m");
+  EXPECT_EQ(r.action, RolloutAction::Promote);
+  EXPECT_TRUE(r.full);
+  auto a = std::get<RolloutRequest>(parse_request(R"({"cmd":"rollout","service":"m","action":"abort"})"));
+  EXPECT_EQ(a.action, RolloutAction::Abort);
+  EXPECT_FALSE(a.full);
+  for (const char* bad : {R"({"cmd":"rollout","service":"m"})", R"({"cmd":"rollout","service":"m","action":"go"})",
+                          R"({"cmd":"rollout","action":"start"})",
+                          R"({"cmd":"rollout","service":"m","action":"start","full":true})",
+                          R"({"cmd":"rollout","service":"m","action":"promote","full":"yes"})"}) {
+    try {
+      parse_request(bad);
+      ADD_FAILURE() << bad;
+    } catch (const ProtocolError& e) {
+      EXPECT_EQ(e.code(), ErrorCode::BadRequest) << bad;
+    }
+  }
+  // Round trip through the client's request line.
+  EXPECT_EQ(std::get<RolloutRequest>(parse_request(to_json(Request{r}).dump())).full, true);
+}
+
+TEST(ProtocolIssue4, PushEventsAbSwitchForce) {
+  auto p = std::get<PushRequest>(
+      parse_request(R"({"cmd":"push","service":"m","variant":"canary","values":{"conversion":"1*130","revenue":12.5}})"));
+  EXPECT_EQ(p.variant, "canary");
+  EXPECT_EQ(p.values.at("conversion"), "1*130");
+  EXPECT_THROW(parse_request(R"({"cmd":"push","service":"m","variant":"c","values":{}})"), ProtocolError);
+  EXPECT_THROW(parse_request(R"({"cmd":"push","service":"m","variant":"c","values":[1]})"), ProtocolError);
+  EXPECT_THROW(parse_request(R"({"cmd":"push","service":"m","values":{"a":1}})"), ProtocolError);
+
+  auto e = std::get<EventsRequest>(parse_request(R"({"cmd":"events","since":7,"limit":3})"));
+  EXPECT_FALSE(e.service);
+  EXPECT_EQ(e.since, 7u);
+  EXPECT_EQ(e.limit, 3u);
+  auto e2 = std::get<EventsRequest>(parse_request(R"({"cmd":"events","service":"m"})"));
+  EXPECT_EQ(e2.service, "m");
+  EXPECT_EQ(e2.since, 0u);
+  EXPECT_FALSE(e2.limit);
+  EXPECT_THROW(parse_request(R"({"cmd":"events","since":-1})"), ProtocolError);
+  EXPECT_THROW(parse_request(R"({"cmd":"events","since":"3"})"), ProtocolError);
+
+  EXPECT_EQ(std::get<AbRequest>(parse_request(R"({"cmd":"ab","service":"m"})")).service, "m");
+  EXPECT_THROW(parse_request(R"({"cmd":"ab"})"), ProtocolError);
+
+  EXPECT_TRUE(std::get<SwitchRequest>(parse_request(R"({"cmd":"switch","service":"m","variant":"g","force":true})")).force);
+  EXPECT_FALSE(std::get<SwitchRequest>(parse_request(R"({"cmd":"switch","service":"m","variant":"g"})")).force);
+  EXPECT_EQ(command_name(Request{AbRequest{"m"}}), "ab");
+}

@@ -203,3 +203,30 @@ TEST(EffectiveWeights, ConfigWeightsWhenStateDoesNotFit) {
   bad_sum.weights_bp = {{"blue", 9000}, {"green", 500}, {"canary", 400}};
   EXPECT_EQ(effective_weights(svc, &bad_sum), svc.weights_bp);
 }
+
+TEST(StateFileIssue4, RolloutStateAndStableRoundTrip) {
+  NodeState s;
+  s.service_ids["m"] = 0;
+  ServiceState& m = s.services["m"];
+  m.weights_bp = {{"blue", 8000}, {"canary", 2000}};
+  m.stable = "canary";
+  RolloutState r;
+  r.phase = RolloutPhase::Paused;
+  r.step = 2;
+  r.pause_spent = Millis{1500};
+  r.desired_weights_bp = {8000, 2000};
+  r.gates["p95"].result = GateResult::Failed;
+  r.gates["p95"].value = 312.5;
+  r.gates["p95"].failures = 1;
+  m.rollout = r;
+  const NodeState back = state_from_json(state_to_json(s));
+  EXPECT_EQ(back, s);
+  ASSERT_TRUE(back.services.at("m").rollout);
+  EXPECT_EQ(back.services.at("m").rollout->step, 2u);
+  // A service without either stays without.
+  NodeState plain;
+  plain.services["x"].weights_bp = {{"a", 10000}};
+  EXPECT_EQ(state_from_json(state_to_json(plain)), plain);
+  // A damaged rollout state makes the file unusable (reported, never fatal).
+  EXPECT_THROW(state_from_json(R"({"version":1,"services":{"m":{"rollout":{"phase":"Flying"}}}})"), StateFileError);
+}

@@ -15,8 +15,12 @@
 #include <string>
 #include <vector>
 
+#include <csignal>
+#include <thread>
+
 #include "status_table.h"
 #include "veer/config.h"
+#include "veer/gate_inputs.h"
 #include "veer/protocol.h"
 
 namespace po = boost::program_options;
@@ -32,9 +36,13 @@ constexpr int kAnswerTimeoutMs = 60000;
 
 const char* kUsage =
     "usage: veerctl [--socket PATH] [--json] COMMAND ...\n"
-    "  status [SERVICE]\n"
+    "  status [SERVICE] [--watch]   --watch: redraw every interval (1 s) until Ctrl-C\n"
     "  weights SERVICE VARIANT=PCT... [--force]\n"
-    "  switch SERVICE VARIANT\n"
+    "  switch SERVICE VARIANT [--force]\n"
+    "  rollout start|promote|pause|abort|retry SERVICE   (promote [--full])\n"
+    "  push SERVICE VARIANT NAME=VALUE...   VALUE*N: N observations; NAME.LABEL=COUNT: a label count\n"
+    "  events [SERVICE] [--follow] [--since SEQ]\n"
+    "  ab SERVICE\n"
     "  which SERVICE CLIENT_IP[:PORT]\n"
     "  drain SERVICE BACKEND [--undo]\n"
     "  reload\n"
@@ -51,9 +59,60 @@ void expect_args(const std::string& cmd, const std::vector<std::string>& args, s
   if (args.size() < min || args.size() > max) throw UsageError("wrong number of arguments for " + cmd);
 }
 
-Request build_request(const std::string& cmd, const std::vector<std::string>& args, bool force, bool undo,
-                      bool unload) {
-  if (force && cmd != "weights") throw UsageError("--force only applies to weights");
+struct Flags {
+  bool force = false, undo = false, unload = false, full = false, watch = false, follow = false;
+  uint64_t since = 0;
+};
+
+Request build_request(const std::string& cmd, const std::vector<std::string>& args, const Flags& flags) {
+  const bool force = flags.force, undo = flags.undo, unload = flags.unload;
+  if (force && cmd != "weights" && cmd != "switch") throw UsageError("--force only applies to weights and switch");
+  if (flags.watch && cmd != "status") throw UsageError("--watch only applies to status");
+  if ((flags.follow || flags.since) && cmd != "events") throw UsageError("--follow/--since only apply to events");
+  if (flags.full && cmd != "rollout") throw UsageError("--full only applies to rollout promote");
+  if (cmd == "rollout") {
+    expect_args(cmd, args, 2, 2);
+    RolloutRequest r;
+    r.service = args[1];
+    const std::string& a = args[0];
+    if (a == "start") r.action = RolloutAction::Start;
+    else if (a == "promote") r.action = RolloutAction::Promote;
+    else if (a == "pause") r.action = RolloutAction::Pause;
+    else if (a == "abort") r.action = RolloutAction::Abort;
+    else if (a == "retry") r.action = RolloutAction::Retry;
+    else throw UsageError("rollout action \"" + a + "\" is not start, promote, pause, abort or retry");
+    if (flags.full && r.action != RolloutAction::Promote) throw UsageError("--full only applies to rollout promote");
+    r.full = flags.full;
+    return r;
+  }
+  if (cmd == "push") {
+    if (args.size() < 3) throw UsageError("push needs SERVICE VARIANT and at least one NAME=VALUE");
+    PushRequest r{args[0], args[1], nlohmann::json::object()};
+    for (size_t i = 2; i < args.size(); ++i) {
+      const auto eq = args[i].find('=');
+      if (eq == std::string::npos || eq == 0) throw UsageError("expected NAME=VALUE, got \"" + args[i] + "\"");
+      const std::string name = args[i].substr(0, eq);
+      if (r.values.contains(name)) throw UsageError(name + " given twice");
+      try {
+        parse_push_item(name, args[i].substr(eq + 1));  // the daemon checks again; this gives a usage error
+      } catch (const PushError& e) {
+        throw UsageError(e.what());
+      }
+      r.values[name] = args[i].substr(eq + 1);
+    }
+    return r;
+  }
+  if (cmd == "events") {
+    expect_args(cmd, args, 0, 1);
+    EventsRequest r;
+    if (!args.empty()) r.service = args[0];
+    r.since = flags.since;
+    return r;
+  }
+  if (cmd == "ab") {
+    expect_args(cmd, args, 1, 1);
+    return AbRequest{args[0]};
+  }
   if (undo && cmd != "drain") throw UsageError("--undo only applies to drain");
   if (unload && cmd != "shutdown") throw UsageError("--unload only applies to shutdown");
   if (cmd == "shutdown") {
@@ -94,7 +153,7 @@ Request build_request(const std::string& cmd, const std::vector<std::string>& ar
   }
   if (cmd == "switch") {
     expect_args(cmd, args, 2, 2);
-    return SwitchRequest{args[0], args[1]};
+    return SwitchRequest{args[0], args[1], force};
   }
   if (cmd == "which") {
     expect_args(cmd, args, 2, 2);
@@ -168,6 +227,81 @@ std::string send_request(const std::string& socket_path, const std::string& requ
   }
 }
 
+// One request, its answer parsed; throws std::runtime_error (unreachable,
+// refused) with a message for the user.
+Answer ask(const std::string& socket_path, const Request& request) {
+  const std::string line = send_request(socket_path, to_json(request).dump());
+  Answer a = parse_answer(line);
+  if (!a.ok) throw std::runtime_error(command_name(request) + " refused (" + a.code + "): " + a.message);
+  return a;
+}
+
+// status --watch: redraws in place (cursor home, clear) every interval of the
+// fastest rollout shown, 1 s otherwise. Ends on Ctrl-C (default SIGINT) or,
+// with exit status 1, when veerd stops answering.
+int watch_status(const std::string& socket_path, const Request& request) {
+  const bool tty = isatty(STDOUT_FILENO) == 1;
+  for (;;) {
+    Answer a;
+    try {
+      a = ask(socket_path, request);
+    } catch (const std::exception& e) {
+      std::cout << std::flush;
+      std::cerr << "veerctl: " << e.what() << "\n";
+      return kExitRefused;
+    }
+    long interval_ms = 1000;
+    if (auto svcs = a.result.find("services"); svcs != a.result.end() && svcs->is_array()) {
+      for (const auto& s : *svcs) {
+        if (auto r = s.find("rollout"); r != s.end() && r->is_object() && r->contains("interval_ms")) {
+          interval_ms = std::min<long>(interval_ms, std::max<long>(100, r->value("interval_ms", 1000)));
+        }
+      }
+    }
+    std::string screen = ctl::format_status(a.result);
+    if (tty) {
+      // Home, draw, clear what is left of the previous (longer) frame.
+      std::string framed = "\033[H";
+      size_t pos = 0;
+      while (pos < screen.size()) {
+        const size_t nl = screen.find('\n', pos);
+        framed += screen.substr(pos, nl - pos) + "\033[K\n";
+        if (nl == std::string::npos) break;
+        pos = nl + 1;
+      }
+      framed += "\033[J";
+      std::cout << framed << std::flush;
+    } else {
+      std::cout << screen << "\n" << std::flush;
+    }
+    if (!std::cout) return kExitRefused;  // stdout went away (pipe closed)
+    std::this_thread::sleep_for(std::chrono::milliseconds(interval_ms));
+  }
+}
+
+// events [--follow]: pages through the log; --follow polls every 0.5 s
+// until Ctrl-C, or ends with exit status 1 when veerd goes away.
+int print_events(const std::string& socket_path, EventsRequest r, bool follow, bool json_out) {
+  for (;;) {
+    Answer a;
+    try {
+      a = ask(socket_path, r);
+    } catch (const std::exception& e) {
+      std::cerr << "veerctl: " << e.what() << "\n";
+      return kExitRefused;
+    }
+    const auto& list = a.result.contains("events") ? a.result["events"] : nlohmann::json::array();
+    for (const auto& e : list) std::cout << (json_out ? e.dump() + "\n" : ctl::format_event(e));
+    std::cout << std::flush;
+    const uint64_t next = a.result.value("next", r.since);
+    const bool more = next > r.since && !list.empty();
+    r.since = std::max(next, r.since);
+    if (more) continue;  // a full page: ask again at once
+    if (!follow) return kExitOk;
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -176,7 +310,11 @@ int main(int argc, char** argv) {
       ("help,h", "show this help")                                                //
       ("socket,s", po::value<std::string>(), "control socket path")               //
       ("json", "print the daemon's answer line as is")                            //
-      ("force", "weights: apply even while a rollout runs")                       //
+      ("force", "weights/switch: apply even while a rollout runs")                //
+      ("full", "rollout promote: straight to 100 %")                              //
+      ("watch,w", "status: redraw in place every interval (1 s) until Ctrl-C")     //
+      ("follow,f", "events: keep printing new events until Ctrl-C")               //
+      ("since", po::value<uint64_t>(), "events: from this sequence number on")    //
       ("undo", "drain: take the backend back into service")                     //
       ("unload", "shutdown: detach every program and remove every pin and map first");
   po::options_description hidden;
@@ -206,9 +344,17 @@ int main(int argc, char** argv) {
   const std::vector<std::string> args =
       vm.count("args") ? vm["args"].as<std::vector<std::string>>() : std::vector<std::string>{};
 
+  Flags flags;
+  flags.force = vm.count("force") > 0;
+  flags.undo = vm.count("undo") > 0;
+  flags.unload = vm.count("unload") > 0;
+  flags.full = vm.count("full") > 0;
+  flags.watch = vm.count("watch") > 0;
+  flags.follow = vm.count("follow") > 0;
+  if (vm.count("since")) flags.since = vm["since"].as<uint64_t>();
   Request request;
   try {
-    request = build_request(cmd, args, vm.count("force") > 0, vm.count("undo") > 0, vm.count("unload") > 0);
+    request = build_request(cmd, args, flags);
   } catch (const UsageError& e) {
     std::cerr << "veerctl: " << e.what() << "\n" << kUsage;
     return kExitUsage;
@@ -217,6 +363,9 @@ int main(int argc, char** argv) {
   std::string socket_path = "/run/veer/veer.sock";
   if (const char* env = std::getenv("VEER_SOCKET"); env != nullptr && *env != '\0') socket_path = env;
   if (vm.count("socket")) socket_path = vm["socket"].as<std::string>();
+
+  if (flags.watch) return watch_status(socket_path, request);
+  if (cmd == "events") return print_events(socket_path, std::get<EventsRequest>(request), flags.follow, vm.count("json") > 0);
 
   std::string line;
   try {
@@ -254,6 +403,12 @@ int main(int argc, char** argv) {
     std::cout << ctl::format_ping(answer.result);
   } else if (cmd == "shutdown") {
     std::cout << ctl::format_shutdown(answer.result);
+  } else if (cmd == "rollout") {
+    std::cout << ctl::format_rollout(answer.result);
+  } else if (cmd == "push") {
+    std::cout << "accepted " << answer.result.value("accepted", 0) << " value(s)\n";
+  } else if (cmd == "ab") {
+    std::cout << ctl::format_ab(answer.result);
   }
   return kExitOk;
 }

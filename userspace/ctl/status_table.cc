@@ -55,7 +55,91 @@ class Table {
   std::vector<std::vector<std::string>> rows_;
 };
 
+// A number with `decimals` decimals, "-" if absent or null.
+std::string fixed(const json& j, const char* key, int decimals) {
+  if (!j.is_object()) return "-";
+  auto it = j.find(key);
+  if (it == j.end() || !it->is_number()) return "-";
+  std::ostringstream out;
+  out.setf(std::ios::fixed);
+  out.precision(decimals);
+  out << it->get<double>();
+  return out.str();
+}
+
+std::string percent(const json& j, const char* key) {
+  if (!j.is_object()) return "-";
+  auto it = j.find(key);
+  if (it == j.end() || !it->is_number()) return "-";
+  std::ostringstream out;
+  out.setf(std::ios::fixed);
+  out.precision(2);
+  out << it->get<double>() * 100 << "%";
+  return out.str();
+}
+
 }  // namespace
+
+std::string format_rollout(const json& r) {
+  if (!r.is_object()) return "";
+  std::ostringstream out;
+  out << "  rollout " << text(r, "strategy") << ": " << text(r, "phase");
+  if (r.value("steps", 0) > 0) {
+    out << "  step " << (r.value("step", 0) + 1 > r.value("steps", 0) ? r.value("steps", 0) : r.value("step", 0) + 1)
+        << "/" << text(r, "steps");
+    if (r.contains("step_kind") && !r["step_kind"].is_null()) out << " (" << text(r, "step_kind") << ")";
+  }
+  if (r.contains("pause_remaining_ms") && r["pause_remaining_ms"].is_number())
+    out << "  pause left " << fixed(json{{"s", r["pause_remaining_ms"].get<double>() / 1000.0}}, "s", 1) << " s";
+  out << "  canary " << text(r, "canary") << "  stable " << text(r, "stable") << "\n";
+  if (r.contains("abort_reason") && r["abort_reason"].is_string()) out << "  aborted: " << text(r, "abort_reason") << "\n";
+  if (auto g = r.find("gates"); g != r.end() && g->is_array() && !g->empty()) {
+    Table t({"GATE", "SOURCE", "METRIC", "BOUND", "LAST", "VALUE", "FAILURES", "REASON"});
+    for (const auto& gate : *g) {
+      std::string bound;
+      if (gate.contains("max")) bound += "max " + fixed(gate, "max", 4);
+      if (gate.contains("min")) bound += std::string(bound.empty() ? "" : " ") + "min " + fixed(gate, "min", 4);
+      std::string name = text(gate, "name");
+      if (gate.contains("stage")) name += " (" + text(gate, "stage") + ")";
+      t.add({name, text(gate, "source"), text(gate, "metric"), bound, text(gate, "last_result"),
+             fixed(gate, "value", 4), text(gate, "failures"), text(gate, "reason")});
+    }
+    out << t.render("    ");
+  }
+  return out.str();
+}
+
+std::string format_ab(const json& r) {
+  std::ostringstream out;
+  out << "A/B on " << text(r, "metric") << " (" << text(r, "kind") << ", " << text(r, "test") << ", alpha "
+      << text(r, "alpha") << ")\n";
+  Table t({"VARIANT", "WEIGHT", "FLOWS", "N", "ESTIMATE", "95% CI", "DIFF", "P", "SIGNIFICANT"});
+  if (auto v = r.find("variants"); v != r.end() && v->is_array()) {
+    for (const auto& x : *v) {
+      t.add({text(x, "variant"), text(x, "weight"), text(x, "flows"), text(x, "n"), fixed(x, "estimate", 4),
+             "[" + fixed(x, "ci_low", 4) + ", " + fixed(x, "ci_high", 4) + "]", fixed(x, "difference", 4),
+             text(x, "p_value"), x.value("significant", false) ? "yes" : "no"});
+    }
+  }
+  out << t.render("  ");
+  out << "sample size per arm " << text(r, "sample_size_per_arm") << ", still needed " << text(r, "samples_still_needed")
+      << "; SRM p " << text(r, "srm_p_value") << (r.value("srm_mismatch", false) ? " (MISMATCH)" : "") << "\n";
+  out << "verdict: " << text(r, "verdict") << "\n";
+  return out.str();
+}
+
+std::string format_event(const json& e) {
+  std::ostringstream out;
+  out << text(e, "time") << "  #" << text(e, "seq") << "  " << text(e, "service") << "  " << text(e, "kind") << "  "
+      << text(e, "message");
+  if (auto v = e.find("values"); v != e.end() && v->is_object() && !v->empty()) {
+    std::string vals;
+    for (auto it = v->begin(); it != v->end(); ++it) vals += (vals.empty() ? "" : " ") + it.key() + "=" + it->dump();
+    out << "  {" << vals << "}";
+  }
+  out << "\n";
+  return out.str();
+}
 
 std::string format_service(const json& s) {
   std::ostringstream out;
@@ -64,7 +148,8 @@ std::string format_service(const json& s) {
   out << "service " << text(s, "name") << "  " << vip << ":" << text(s, "port") << "/" << text(s, "protocol")
       << "  affinity " << text(s, "affinity") << "  stable " << text(s, "stable") << "  generation "
       << text(s, "generation") << " (table " << text(s, "active_table") << ")\n";
-  Table t({"VARIANT", "DESIRED", "APPLIED", "FLOWS", "PKTS_IN", "BYTES_IN", "PKTS_OUT", "BYTES_OUT", "BACKENDS"});
+  Table t({"VARIANT", "DESIRED", "APPLIED", "FLOWS", "FLOWS/S", "P95_MS", "ERRORS", "PKTS_IN", "PKTS_OUT",
+           "BYTES_OUT", "BACKENDS"});
   if (auto v = s.find("variants"); v != s.end() && v->is_array()) {
     for (const auto& variant : *v) {
       std::string backends;
@@ -75,12 +160,15 @@ std::string format_service(const json& s) {
           if (be.value("draining", false)) backends += " (draining)";
         }
       }
+      const json window = variant.contains("window") ? variant["window"] : json();
       t.add({text(variant, "name"), text(variant, "weight_desired"), text(variant, "weight_applied"),
-             text(variant, "flows"), text(variant, "packets_in"), text(variant, "bytes_in"),
-             text(variant, "packets_out"), text(variant, "bytes_out"), backends});
+             text(variant, "flows"), fixed(window, "flows_per_s", 1), fixed(window, "latency_p95_ms", 1),
+             percent(window, "error_rate"), text(variant, "packets_in"), text(variant, "packets_out"),
+             text(variant, "bytes_out"), backends});
     }
   }
   out << t.render("  ");
+  if (auto r = s.find("rollout"); r != s.end() && r->is_object()) out << format_rollout(*r);
   return out.str();
 }
 

@@ -11,5 +11,8 @@ std::string format_which(const nlohmann::json& result);
 std::string format_reload(const nlohmann::json& result);
 std::string format_ping(const nlohmann::json& result);
 std::string format_shutdown(const nlohmann::json& result);
+std::string format_rollout(const nlohmann::json& rollout);  // a service's "rollout" object
+std::string format_ab(const nlohmann::json& report);
+std::string format_event(const nlohmann::json& event);  // one line
 
 }  // namespace veer::ctl

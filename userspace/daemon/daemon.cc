@@ -40,7 +40,7 @@ bool same_variant(const VariantConfig& a, const VariantConfig& b) {
 
 bool same_service(const ServiceConfig& a, const ServiceConfig& b) {
   return a.name == b.name && a.vip == b.vip && a.port == b.port && a.protocol == b.protocol &&
-         a.affinity == b.affinity && a.stable == b.stable && a.weights_bp == b.weights_bp &&
+         a.affinity == b.affinity && a.stable == b.stable && a.weights_bp == b.weights_bp && a.rollout == b.rollout &&
          std::equal(a.variants.begin(), a.variants.end(), b.variants.begin(), b.variants.end(), same_variant);
 }
 
@@ -71,10 +71,12 @@ Daemon::Daemon(std::string config_path, Config config, std::unique_ptr<Dataplane
       config_(std::move(config)),
       dataplane_(std::move(dataplane)),
       tables_(std::make_unique<ServiceTables>(dataplane_->writer(), config_.node.hash_seed)),
-      state_(std::move(state.state)) {
+      state_(std::move(state.state)),
+      event_file_(std::make_unique<EventFile>(config_.node.state_dir + "/events.jsonl")) {
   if (state.problem) {
     spdlog::warn("state file unusable, starting from the config's weights: {}", *state.problem);
   }
+  events_.restore(event_file_->read_all());
 }
 
 void Daemon::start() {
@@ -87,7 +89,10 @@ void Daemon::start() {
   for (const auto& svc : config_.services) {
     Service s{svc, state_.service_ids.at(svc.name), {}};
     auto saved = state_.services.find(svc.name);
+    const std::optional<RolloutState> persisted =
+        saved == state_.services.end() ? std::nullopt : saved->second.rollout;
     install_service(s, saved == state_.services.end() ? nullptr : &saved->second);
+    setup_runtime(s, persisted);
     spdlog::info("service {} (id {}) {} {}:{} installed: {}", svc.name, s.id, to_string(svc.protocol),
                  svc.vip.to_string(), svc.port, weights_text(svc, s.desired_bp));
     services_.push_back(std::move(s));
@@ -113,6 +118,9 @@ void Daemon::install_service(Service& s, const ServiceState* saved) {
       }
   tables_->install(s.id, s.config, weights, draining);
   s.desired_bp = weights;
+  // A completed rollout made its variant the stable one; kept while it exists.
+  s.stable = !st.stable.empty() && s.config.variant_index(st.stable) >= 0 ? st.stable : s.config.stable;
+  if (s.stable == s.config.stable) st.stable.clear();
   // Runtime weights that no longer fit this service's variants are dropped.
   if (!st.weights_bp.empty() && weights_by_name(s.config, weights) != st.weights_bp) {
     spdlog::warn("service {}: saved weights do not fit its variants ({}); using the config's",
@@ -169,6 +177,10 @@ json Daemon::dispatch(const protocol::Request& request) {
           return reload();
         }
         if constexpr (std::is_same_v<T, protocol::ShutdownRequest>) return shutdown(r);
+        if constexpr (std::is_same_v<T, protocol::RolloutRequest>) return rollout(r);
+        if constexpr (std::is_same_v<T, protocol::PushRequest>) return push(r);
+        if constexpr (std::is_same_v<T, protocol::EventsRequest>) return events(r);
+        if constexpr (std::is_same_v<T, protocol::AbRequest>) return ab(r);
       },
       request);
 }
@@ -237,7 +249,7 @@ json Daemon::service_status(const Service& s) const {
   st.port = s.config.port;
   st.protocol = to_string(s.config.protocol);
   st.affinity = to_string(s.config.affinity);
-  st.stable = s.config.stable;
+  st.stable = s.stable;
   if (auto value = dataplane_->writer().get_service(service_key(s.config))) {
     st.generation = value->generation;
     st.active_table = value->active_table;
@@ -262,7 +274,13 @@ json Daemon::service_status(const Service& s) const {
     vs.bytes_out = c.bytes_out;
     st.variants.push_back(std::move(vs));
   }
-  return protocol::to_json(st);
+  json out = protocol::to_json(st);
+  for (size_t v = 0; v < s.config.variants.size(); ++v) {
+    out["variants"][v]["window"] =
+        v < s.rt->window.size() ? to_json(s.rt->window[v]) : to_json(KernelWindow{});
+  }
+  out["rollout"] = rollout_status(s);
+  return out;
 }
 
 json Daemon::status(const protocol::StatusRequest& r) {
@@ -283,10 +301,17 @@ void Daemon::apply_weights(Service& s, const std::vector<uint32_t>& weights_bp) 
     throw ProtocolError(ErrorCode::BadRequest, "weights of service \"" + s.config.name + "\" sum to " +
                                                    format_weight(sum_of(weights_bp)) + ", not 100.00");
   }
+  const bool during_rollout = s.rt->engine && s.rt->engine->active();
   tables_->set_weights(s.id, weights_bp);
   s.desired_bp = weights_bp;
   state_.services[s.config.name].weights_bp = weights_by_name(s.config, weights_bp);
   spdlog::info("service {}: weights {}", s.config.name, weights_text(s.config, weights_bp));
+  std::map<std::string, double> values;
+  for (size_t i = 0; i < weights_bp.size(); ++i) values["weight." + s.config.variants[i].name] = weights_bp[i] / 100.0;
+  record_event(s.config.name, "weights",
+               std::string(during_rollout ? "manual (forced during the rollout): " : "manual: ") +
+                   weights_text(s.config, weights_bp),
+               values);
   persist();
 }
 
@@ -301,7 +326,7 @@ json Daemon::weights(const protocol::WeightsRequest& r) {
     }
     w[static_cast<size_t>(idx)] = bp;
   }
-  // `force` matters once rollouts exist (a later issue): nothing refuses yet.
+  refuse_during_rollout(s, r.force, "weights");
   apply_weights(s, w);
   return service_status(s);
 }
@@ -313,6 +338,7 @@ json Daemon::switch_variant(const protocol::SwitchRequest& r) {
     throw ProtocolError(ErrorCode::NotFound, "service \"" + s.config.name + "\" has no variant \"" + r.variant +
                                                  "\" (variants: " + variant_list(s.config) + ")");
   }
+  refuse_during_rollout(s, r.force, "switch");
   std::vector<uint32_t> w(s.config.variants.size(), 0);
   w[static_cast<size_t>(idx)] = VEER_WEIGHT_TOTAL;
   apply_weights(s, w);
@@ -441,6 +467,7 @@ json Daemon::reload() {
   json added = json::array(), removed = json::array(), changed = json::array(), unchanged = json::array();
   for (const auto& s : services_) {
     if (!ids.count(s.config.name)) {
+      if (s.rt->timer) s.rt->timer->cancel();
       tables_->remove(s.id);
       state_.services.erase(s.config.name);
       removed.push_back(s.config.name);
@@ -457,7 +484,14 @@ json Daemon::reload() {
     }
     Service s{svc, ids.at(svc.name), {}};
     auto saved = state_.services.find(svc.name);
+    // The rollout goes on where it was if its section is the same; a new or
+    // edited section starts afresh (Idle).
+    std::optional<RolloutState> persisted;
+    if (old != services_.end() && old->rt->engine && old->config.rollout == svc.rollout)
+      persisted = old->rt->engine->state();
+    if (old != services_.end() && old->rt->timer) old->rt->timer->cancel();
     install_service(s, saved == state_.services.end() ? nullptr : &saved->second);
+    setup_runtime(s, persisted);
     (old == services_.end() ? added : changed).push_back(svc.name);
     next_services.push_back(std::move(s));
   }

@@ -3,6 +3,12 @@
 // Every handler validates everything before it changes anything, so an
 // error answer means nothing changed.
 #pragma once
+// Boost 1.74 asio (awaitable.hpp) uses std::exchange without including <utility>.
+#include <utility>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -12,6 +18,10 @@
 
 #include "veer/config.h"
 #include "veer/dataplane.h"
+#include "veer/events.h"
+#include "veer/gate_inputs.h"
+#include "veer/prom_text.h"
+#include "veer/rollout_engine.h"
 #include "veer/protocol.h"
 #include "veer/service_tables.h"
 #include "veer/state_file.h"
@@ -42,11 +52,40 @@ class Daemon {
   // One line for systemd's STATUS=: services and where the programs sit.
   std::string summary() const;
 
+  // Starts the timers on the event loop (after daemonize): each service's
+  // window / gate interval, and the collection of handshake timeouts every
+  // second. Call once.
+  void run_on(boost::asio::io_context& io);
+
+  // veer's own metrics (SPEC §7) in the Prometheus text format.
+  std::string render_metrics() const;
+
  private:
+  // What a service has at run time besides its config: the rollout engine,
+  // the window timer, the kernel window, pushed data, the previous scrapes.
+  // Held by shared_ptr so timer and scrape callbacks can tell (weak_ptr)
+  // whether the service still exists after a reload.
+  struct Runtime {
+    std::unique_ptr<RolloutEngine> engine;
+    std::unique_ptr<boost::asio::steady_timer> timer;
+    std::chrono::steady_clock::time_point next_tick{};
+    std::chrono::steady_clock::time_point window_start{};
+    std::vector<KernelSample> base;      // per variant, at window_start
+    std::vector<KernelWindow> window;    // per variant, the last complete window
+    std::vector<PushData> push_window;   // per variant, pushed since the window began
+    std::vector<PushData> push_total;    // per variant, pushed since the rollout started (A/B report)
+    std::vector<uint64_t> ab_flows_base;  // new_flows per variant when the rollout started
+    std::map<int, std::shared_ptr<prom::ParseResult>> last_scrape;  // per variant, last good scrape
+    std::map<int, std::chrono::steady_clock::time_point> last_scrape_at;
+    std::map<std::string, std::map<std::string, uint64_t>> gate_results;  // gate -> result -> evaluations
+    bool tick_running = false;  // scrapes/probes of the last tick still out
+  };
   struct Service {
     ServiceConfig config;
     uint32_t id = 0;
     std::vector<uint32_t> desired_bp;  // per variant, what was last asked for
+    std::string stable;                // the stable variant now (a completed rollout changes it)
+    std::shared_ptr<Runtime> rt = std::make_shared<Runtime>();
   };
 
   nlohmann::json dispatch(const protocol::Request& request);
@@ -58,6 +97,10 @@ class Daemon {
   nlohmann::json drain(const protocol::DrainRequest& r);
   nlohmann::json reload();
   nlohmann::json shutdown(const protocol::ShutdownRequest& r);
+  nlohmann::json rollout(const protocol::RolloutRequest& r);
+  nlohmann::json push(const protocol::PushRequest& r);
+  nlohmann::json events(const protocol::EventsRequest& r);
+  nlohmann::json ab(const protocol::AbRequest& r);
 
   Service& service_named(const std::string& name);  // throws not_found
   nlohmann::json service_status(const Service& s) const;
@@ -65,6 +108,23 @@ class Daemon {
   void apply_weights(Service& s, const std::vector<uint32_t>& weights_bp);
   void install_service(Service& s, const ServiceState* saved);
   void persist();  // logs, does not throw: the change already happened
+
+  // Rollouts (daemon_rollout.cc).
+  void setup_runtime(Service& s, std::optional<RolloutState> persisted);
+  void arm_timer(const std::string& name, const std::shared_ptr<Runtime>& rt);
+  void on_window(const std::string& name, const std::shared_ptr<Runtime>& rt);
+  void finish_tick(const std::string& name, const std::shared_ptr<Runtime>& rt, MetricsSnapshot snapshot);
+  void apply_decision(Service& s, const Decision& d);
+  void refuse_during_rollout(const Service& s, bool force, const char* what) const;
+  Service* find_service(const std::string& name, const std::shared_ptr<Runtime>& rt);
+  int test_variant(const Service& s) const;
+  int stable_variant(const Service& s) const;
+  nlohmann::json rollout_status(const Service& s) const;
+  AbSnapshot ab_snapshot(const Service& s) const;
+  KernelSample kernel_sample(const Service& s, unsigned variant) const;
+  void record_event(const std::string& service, const std::string& kind, const std::string& message,
+                    const std::map<std::string, double>& values, int64_t time_ms = 0);
+  void collect_handshakes();
 
   std::string config_path_;
   Config config_;
@@ -75,6 +135,12 @@ class Daemon {
   std::vector<Attachment> attachments_;
   std::string persist_problem_;   // last state.json write error, "" if none
   bool stop_requested_ = false;
+
+  boost::asio::io_context* io_ = nullptr;  // set by run_on
+  std::unique_ptr<boost::asio::steady_timer> handshake_timer_;
+  EventLog events_;
+  std::unique_ptr<EventFile> event_file_;
+  std::string event_file_problem_;
 };
 
 }  // namespace veer

@@ -25,6 +25,7 @@
 #include <iostream>
 
 #include "control_server.h"
+#include "veer/metrics_server.h"
 #include "daemon.h"
 #include "peer_credentials.h"
 #include "service_notify.h"
@@ -96,10 +97,14 @@ int unload_offline(const std::string& config_path) {
 
 // fork + setsid; the parent exits 0 once the child owns everything (the
 // socket already listens, so a client may connect as soon as we return).
-void daemonize() {
+// The io_context exists already (the /metrics listener is bound before the
+// data plane is touched): it is told about the fork.
+void daemonize(asio::io_context& io) {
+  io.notify_fork(asio::execution_context::fork_prepare);
   const pid_t pid = fork();
   if (pid < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
   if (pid > 0) _exit(0);
+  io.notify_fork(asio::execution_context::fork_child);
   setsid();
   if (chdir("/") != 0) {
     // "/" always exists; nothing sensible to do otherwise.
@@ -188,7 +193,24 @@ int main(int argc, char** argv) {
     return 1;
   }
 
+  // 2b. veer's own /metrics (SPEC §7), bound before the data plane is
+  //     touched: a port in use stops veerd with nothing attached.
+  asio::io_context io;
   std::unique_ptr<veer::Daemon> daemon;
+  auto metrics_server = std::make_unique<veer::net::MetricsServer>(io, [&daemon] {
+    return daemon ? daemon->render_metrics() : std::string();
+  });
+  try {
+    metrics_server->start(config.node.metrics_listen);
+    spdlog::info("metrics on http://{}/metrics", config.node.metrics_listen);
+  } catch (const std::exception& e) {
+    std::cerr << "veerd: metrics endpoint (node.metrics_listen " << config.node.metrics_listen
+              << "): " << e.what() << "\n";
+    close(listen_fd);
+    unlink(socket_path.c_str());
+    return 1;
+  }
+
   try {
     // 3. Data plane: create or adopt the pins.
     auto dataplane = veer::Dataplane::open(
@@ -207,7 +229,7 @@ int main(int argc, char** argv) {
 
   if (!foreground) {
     try {
-      daemonize();
+      daemonize(io);
     } catch (const std::exception& e) {
       std::cerr << "veerd: " << e.what() << "\n";
       close(listen_fd);
@@ -220,13 +242,12 @@ int main(int argc, char** argv) {
     spdlog::set_default_logger(logger);
   }
 
-  // The event loop is created after the fork (epoll state is per process).
-  asio::io_context io;
   asio::signal_set stop_signals(io, SIGTERM, SIGINT);
   asio::steady_timer watchdog_timer(io);
   std::unique_ptr<veer::ControlServer> server;
   auto stop = [&] {
     server->stop();
+    metrics_server->stop();
     stop_signals.cancel();
     watchdog_timer.cancel();
     io.stop();
@@ -274,6 +295,7 @@ int main(int argc, char** argv) {
   wait_hup();
 
   server->start();
+  daemon->run_on(io);
   spdlog::info("veerd {} serving {} (pid {})", veer::protocol::kVersion, socket_path, getpid());
   veer::service::ready(daemon->summary());
   // A handler that throws must not end the daemon (a client never kills

@@ -254,7 +254,7 @@ NodeConfig Parser::parse_node(const Field& nf) const {
   NodeConfig node;
   auto fs = fields(nf.value, where(nf), "node",
                    {"interfaces", "attach", "hash_seed", "flow_table_size", "socket", "pin_path", "state_dir",
-                    "metrics_listen"});
+                    "metrics_listen", "handshake_timeout"});
   bool have_interfaces = false;
   for (const auto& f : fs) {
     if (f.key == "interfaces") {
@@ -291,6 +291,10 @@ NodeConfig Parser::parse_node(const Field& nf) const {
       node.pin_path = absolute_path(f);
     } else if (f.key == "state_dir") {
       node.state_dir = absolute_path(f);
+    } else if (f.key == "handshake_timeout") {
+      node.handshake_timeout = duration(f, "node.handshake_timeout");
+      if (node.handshake_timeout < Millis{100} || node.handshake_timeout > Millis{600000})
+        fail(where(f), "node.handshake_timeout must be between 100ms and 10m");
     } else if (f.key == "metrics_listen") {
       node.metrics_listen = scalar(f, "metrics_listen");
       if (!valid_listen(node.metrics_listen))

@@ -66,6 +66,16 @@ bool optional_bool(const json& req, const char* field) {
   return it->get<bool>();
 }
 
+std::optional<uint64_t> optional_count(const json& req, const char* field) {
+  auto it = req.find(field);
+  if (it == req.end() || it->is_null()) return std::nullopt;
+  if (!it->is_number_unsigned()) {
+    bad_request(std::string("field \"") + field + "\" must be a non-negative integer, not " +
+                (it->is_number() ? std::string("a negative or fractional number") : std::string(type_name(*it))));
+  }
+  return it->get<uint64_t>();
+}
+
 // A weight is a string ("5", "99.50") or a number (5, 99.5). Numbers go
 // through their shortest text form so 99.5 and "99.5" mean the same thing,
 // and anything with more than two decimals is refused rather than rounded.
@@ -93,6 +103,17 @@ uint32_t weight_value(const std::string& variant, const json& value) {
 }
 
 }  // namespace
+
+std::string to_string(RolloutAction action) {
+  switch (action) {
+    case RolloutAction::Start: return "start";
+    case RolloutAction::Promote: return "promote";
+    case RolloutAction::Pause: return "pause";
+    case RolloutAction::Abort: return "abort";
+    case RolloutAction::Retry: return "retry";
+  }
+  return "start";
+}
 
 std::string to_string(ErrorCode code) {
   for (const auto& c : kCodeNames) {
@@ -156,8 +177,41 @@ Request parse_request(std::string_view line) {
     return r;
   }
   if (cmd == "switch") {
-    return SwitchRequest{required_string(req, "service"), required_string(req, "variant")};
+    return SwitchRequest{required_string(req, "service"), required_string(req, "variant"), optional_bool(req, "force")};
   }
+  if (cmd == "rollout") {
+    RolloutRequest r;
+    r.service = required_string(req, "service");
+    const std::string action = required_string(req, "action");
+    if (action == "start") r.action = RolloutAction::Start;
+    else if (action == "promote") r.action = RolloutAction::Promote;
+    else if (action == "pause") r.action = RolloutAction::Pause;
+    else if (action == "abort") r.action = RolloutAction::Abort;
+    else if (action == "retry") r.action = RolloutAction::Retry;
+    else bad_request("field \"action\" is \"" + action + "\": expected start, promote, pause, abort or retry");
+    r.full = optional_bool(req, "full");
+    if (r.full && r.action != RolloutAction::Promote) bad_request("field \"full\" applies to promote only");
+    return r;
+  }
+  if (cmd == "push") {
+    PushRequest r;
+    r.service = required_string(req, "service");
+    r.variant = required_string(req, "variant");
+    auto v = req.find("values");
+    if (v == req.end()) bad_request("missing field \"values\"");
+    if (!v->is_object()) bad_request(std::string("field \"values\" must be an object, not ") + type_name(*v));
+    if (v->empty()) bad_request("field \"values\" must hold at least one NAME: VALUE");
+    r.values = *v;
+    return r;
+  }
+  if (cmd == "events") {
+    EventsRequest r;
+    r.service = optional_string(req, "service");
+    r.since = optional_count(req, "since").value_or(0);
+    r.limit = optional_count(req, "limit");
+    return r;
+  }
+  if (cmd == "ab") return AbRequest{required_string(req, "service")};
   if (cmd == "which") {
     WhichRequest r;
     r.service = required_string(req, "service");
@@ -200,6 +254,10 @@ std::string command_name(const Request& request) {
                         [](const DrainRequest&) { return "drain"; },
                         [](const ReloadRequest&) { return "reload"; },
                         [](const ShutdownRequest&) { return "shutdown"; },
+                        [](const RolloutRequest&) { return "rollout"; },
+                        [](const PushRequest&) { return "push"; },
+                        [](const EventsRequest&) { return "events"; },
+                        [](const AbRequest&) { return "ab"; },
                     },
                     request);
 }
@@ -224,7 +282,24 @@ json to_json(const Request& request) {
                  [&](const SwitchRequest& r) {
                    j["service"] = r.service;
                    j["variant"] = r.variant;
+                   if (r.force) j["force"] = true;
                  },
+                 [&](const RolloutRequest& r) {
+                   j["service"] = r.service;
+                   j["action"] = to_string(r.action);
+                   if (r.full) j["full"] = true;
+                 },
+                 [&](const PushRequest& r) {
+                   j["service"] = r.service;
+                   j["variant"] = r.variant;
+                   j["values"] = r.values;
+                 },
+                 [&](const EventsRequest& r) {
+                   if (r.service) j["service"] = *r.service;
+                   j["since"] = r.since;
+                   if (r.limit) j["limit"] = *r.limit;
+                 },
+                 [&](const AbRequest& r) { j["service"] = r.service; },
                  [&](const WhichRequest& r) {
                    j["service"] = r.service;
                    if (r.client_port) {

@@ -26,7 +26,10 @@ std::string state_to_json(const NodeState& state) {
     for (const auto& [variant, bp] : s.weights_bp) weights[variant] = format_weight(bp);
     json draining = json::array();
     for (const auto& b : s.draining) draining.push_back(b);
-    services[name] = json{{"weights", weights}, {"draining", draining}};
+    json service{{"weights", weights}, {"draining", draining}};
+    if (!s.stable.empty()) service["stable"] = s.stable;
+    if (s.rollout) service["rollout"] = *s.rollout;
+    services[name] = std::move(service);
   }
   json doc = {{"version", kStateFileVersion}, {"service_ids", ids}, {"services", services}};
   return doc.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
@@ -80,6 +83,17 @@ NodeState state_from_json(std::string_view text) {
             throw StateFileError("services." + name + ".draining holds something that is not IP:PORT");
           }
           s.draining.insert(Endpoint::parse(b.get<std::string>())->to_string());
+        }
+      }
+      if (auto st = it->find("stable"); st != it->end()) {
+        if (!st->is_string()) throw StateFileError("services." + name + ".stable must be a string");
+        s.stable = st->get<std::string>();
+      }
+      if (auto r = it->find("rollout"); r != it->end() && !r->is_null()) {
+        try {
+          s.rollout = r->get<RolloutState>();
+        } catch (const std::exception& e) {
+          throw StateFileError("services." + name + ".rollout: " + e.what());
         }
       }
       state.services[name] = std::move(s);

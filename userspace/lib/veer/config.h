@@ -30,6 +30,9 @@ struct NodeConfig {
   std::string pin_path = "/sys/fs/bpf/veer";
   std::string state_dir = "/var/lib/veer";
   std::string metrics_listen = "127.0.0.1:9469";
+  // A SYN with no SYN-ACK within this time counts as a handshake timeout
+  // (kernel telemetry); veerd collects them every second.
+  Millis handshake_timeout{3000};
 };
 
 struct VariantConfig {

@@ -58,6 +58,7 @@ struct WeightsRequest {
 struct SwitchRequest {
   std::string service;
   std::string variant;
+  bool force = false;  // apply even while a rollout runs
 };
 struct WhichRequest {
   std::string service;
@@ -77,8 +78,31 @@ struct ShutdownRequest {
   bool unload = false;
 };
 
+// Issue 4: rollouts, pushed metrics, events, the A/B report.
+enum class RolloutAction { Start, Promote, Pause, Abort, Retry };
+std::string to_string(RolloutAction action);
+struct RolloutRequest {
+  std::string service;
+  RolloutAction action = RolloutAction::Start;
+  bool full = false;  // promote only: straight to 100 %
+};
+struct PushRequest {
+  std::string service;
+  std::string variant;
+  nlohmann::json values;  // NAME -> VALUE (validated by the daemon: veer/gate_inputs.h)
+};
+struct EventsRequest {
+  std::optional<std::string> service;
+  uint64_t since = 0;
+  std::optional<uint64_t> limit;
+};
+struct AbRequest {
+  std::string service;
+};
+
 using Request = std::variant<PingRequest, StatusRequest, WeightsRequest, SwitchRequest, WhichRequest,
-                             DrainRequest, ReloadRequest, ShutdownRequest>;
+                             DrainRequest, ReloadRequest, ShutdownRequest, RolloutRequest, PushRequest,
+                             EventsRequest, AbRequest>;
 
 // Parses one request line (trailing "\n" / "\r\n" allowed). Throws
 // ProtocolError: too_large, bad_json, bad_request (message names the field),

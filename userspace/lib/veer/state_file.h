@@ -1,7 +1,8 @@
 // node.state_dir/state.json: what veerd must remember across restarts and
 // reloads that the config does not say: stable service ids (they index the
 // pinned BPF arrays, so a service must keep its id while flows of it live),
-// weights set at runtime (weights/switch) and drained backends.
+// weights set at runtime (weights/switch, rollouts), drained backends, the
+// stable variant a completed rollout chose, and each rollout's state.
 // Written atomically (temp file in the same folder + fsync + rename): a
 // reader sees the old file or the new one, never a partial one.
 #pragma once
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "veer/config.h"
+#include "veer/rollout.h"
 
 namespace veer {
 
@@ -23,6 +25,11 @@ struct ServiceState {
   // runtime, the config's weights apply.
   std::map<std::string, uint32_t> weights_bp;
   std::set<std::string> draining;  // backend endpoints ("10.1.1.2:8080")
+  // The stable variant when a rollout made another one stable than the
+  // config names ("" = the config's).
+  std::string stable;
+  // The rollout engine's state (resumed after a restart at the same step).
+  std::optional<RolloutState> rollout;
   bool operator==(const ServiceState&) const = default;
 };
 
