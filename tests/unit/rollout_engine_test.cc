@@ -103,9 +103,10 @@ TEST(RolloutEngine, HealthyCanaryWalksEveryStepAndBecomesStable) {
   EXPECT_EQ(e.state().step, 1u);
   EXPECT_FALSE(d.weights_bp);
 
-  // 1 ms short of 10 minutes: still paused; at 10 minutes: next step.
+  // More than a twentieth of the interval (250 ms) short of 10 minutes:
+  // still paused; at 10 minutes: next step.
   tick_quietly(e, sec(5), sec(600), healthy());
-  d = e.tick(sec(605) - Millis{1}, healthy());
+  d = e.tick(sec(605) - Millis{251}, healthy());
   EXPECT_EQ(d.phase, RolloutPhase::Paused);
   d = e.tick(sec(605), healthy());
   EXPECT_EQ(d.phase, RolloutPhase::Progressing);
@@ -154,6 +155,20 @@ TEST(RolloutEngine, PromoteSkipsATimedPause) {
   EXPECT_EQ(d.phase, RolloutPhase::Progressing);
   EXPECT_EQ(d.weights_bp, w(8000, 2000));
   EXPECT_EQ(e.state().step, 2u);
+}
+
+TEST(RolloutEngine, TimedPauseEndsOnTheTickThatCompletesItDespiteJitter) {
+  // Ticks a hair under the interval apart (4.999 s for 5 s): the 10-minute
+  // pause is over at the 120th tick, not one interval later.
+  RolloutEngine e(service_from(canary_rollout()));
+  e.start(sec(0));
+  e.tick(sec(5), healthy());
+  ASSERT_EQ(e.state().phase, RolloutPhase::Paused);
+  Millis t = sec(5);
+  for (int i = 0; i < 119; ++i) ASSERT_EQ(e.tick(t += Millis{4999}, healthy()).phase, RolloutPhase::Paused) << i;
+  const Decision d = e.tick(t += Millis{4999}, healthy());
+  EXPECT_EQ(d.phase, RolloutPhase::Progressing);
+  EXPECT_EQ(d.weights_bp, w(8000, 2000));
 }
 
 TEST(RolloutEngine, PromoteFullGoesTo100AndCompletes) {

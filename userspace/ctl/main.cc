@@ -284,14 +284,24 @@ int watch_status(const std::string& socket_path, const Request& request) {
 int print_events(const std::string& socket_path, EventsRequest r, bool follow, bool json_out) {
   for (;;) {
     Answer a;
+    std::string line;
     try {
-      a = ask(socket_path, r);
+      line = send_request(socket_path, to_json(r).dump());
+      a = parse_answer(line);
     } catch (const std::exception& e) {
       std::cerr << "veerctl: " << e.what() << "\n";
       return kExitRefused;
     }
+    if (!a.ok) {
+      if (json_out) std::cout << line << "\n";
+      else std::cerr << "veerctl: events refused (" << a.code << "): " << a.message << "\n";
+      return kExitRefused;
+    }
     const auto& list = a.result.contains("events") ? a.result["events"] : nlohmann::json::array();
-    for (const auto& e : list) std::cout << (json_out ? e.dump() + "\n" : ctl::format_event(e));
+    // --json: each answer line as the daemon sent it (one per page or poll).
+    if (json_out) std::cout << line << "\n";
+    else
+      for (const auto& e : list) std::cout << ctl::format_event(e);
     std::cout << std::flush;
     const uint64_t next = a.result.value("next", r.since);
     const bool more = next > r.since && !list.empty();

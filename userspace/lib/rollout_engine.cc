@@ -220,6 +220,13 @@ void RolloutEngine::account_time(Millis now) {
   if (now > state_.last_update) state_.last_update = now;
 }
 
+// Ticks come every interval but never exactly: five 1 s ticks may add up to
+// 4.996 s. A pause counts as over when less than a twentieth of an interval
+// is left, so a 5 s pause ends on the fifth tick, not the sixth.
+bool RolloutEngine::pause_over(Millis length) const {
+  return state_.pause_spent + rollout_.interval / 20 >= length;
+}
+
 void RolloutEngine::event(Decision& d, Millis now, std::string kind, std::string message,
                           std::map<std::string, double> values) const {
   d.events.push_back(RolloutEvent{now, std::move(kind), std::move(message), std::move(values)});
@@ -459,7 +466,7 @@ Decision RolloutEngine::canary_tick(Millis now, const MetricsSnapshot& m, Decisi
       break;
     case RolloutPhase::Paused: {
       const CanaryStep& s = rollout_.steps[state_.step];
-      if (state_.pause_spent < *s.pause || v.any_failed) break;
+      if (!pause_over(*s.pause) || v.any_failed) break;
       if (v.all_successful) {
         ++state_.step;
         enter_step(now, d);
@@ -491,7 +498,7 @@ Decision RolloutEngine::blue_green_tick(Millis now, const MetricsSnapshot& m, De
       event(d, now, "step", "waiting for promote to switch to '" + rollout_.preview + "'");
     }
   } else if (state_.phase == RolloutPhase::PostPromotion) {
-    if (state_.pause_spent < rollout_.post_promotion->duration || v.any_failed) return d;
+    if (!pause_over(rollout_.post_promotion->duration) || v.any_failed) return d;
     if (v.all_successful) {
       complete(now, d, "post-promotion watch of " + format_duration(rollout_.post_promotion->duration) + " passed");
     } else {

@@ -102,6 +102,7 @@ class RolloutEngine {
   void do_abort(Millis now, Decision& d, const std::string& reason, const std::map<std::string, double>& values);
   void set_weights(Millis now, Decision& d, std::vector<uint32_t> w, const std::string& why);
   void account_time(Millis now);
+  bool pause_over(Millis length) const;
   void event(Decision& d, Millis now, std::string kind, std::string message,
              std::map<std::string, double> values = {}) const;
   std::vector<uint32_t> canary_weights(uint32_t canary_bp) const;
