@@ -5,9 +5,15 @@
 # the lb, splits client connections to the VIP 10.0.0.100:80 across blue/green/canary at 90/5/5 (counted at
 # the backends and by the kernel), then switches the service to green live while long-lived keep-alive
 # connections keep sending a request every 100 ms: new connections all go to green, the long-lived ones
-# stay on their variant and none is reset. Everything is cleaned up at the end, also on failure or Ctrl-C.
+# stay on their variant and none is reset.
+# Then a canary rollout on a fresh testbed (examples/rollout-canary.yaml) under a steady 200 requests/s through
+# the VIP: the canary walks 5 -> 20 -> 50 % while the kernel gates (P95 latency, error rate, every second) stay
+# green; then the canary degrades (300 ms of added latency) and veer rolls it back by itself (canary weight 0
+# in one table flip), with the live status and the event log on screen.
+# Everything is cleaned up at the end, also on failure or Ctrl-C.
 #
-# Environment: VEER_BUILD_DIR (default: build), DEMO_FLOWS (default 2000), DEMO_SKIP_DEPS=1, DEMO_SKIP_BUILD=1.
+# Environment: VEER_BUILD_DIR (default: build), DEMO_FLOWS (default 2000), DEMO_SKIP_DEPS=1, DEMO_SKIP_BUILD=1,
+# DEMO_SKIP_SPLIT=1 (only the canary rollout).
 set -Eeuo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,11 +28,23 @@ VIP=10.0.0.100
 WORK="$(mktemp -d /tmp/veer-demo.XXXXXX)"
 VEERD_PID=""
 LONG_PID=""
+TRAFFIC_PID=""
+WATCH_PID=""
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 die() { echo "demo: $*" >&2; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || die "run as root: sudo $0"
+
+stop_veerd() {
+  if [ -n "$VEERD_PID" ] && kill -0 "$VEERD_PID" 2>/dev/null; then
+    kill -TERM "$VEERD_PID" || true
+    for _ in $(seq 50); do kill -0 "$VEERD_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$VEERD_PID" 2>/dev/null || true
+    wait "$VEERD_PID" 2>/dev/null || true
+  fi
+  VEERD_PID=""
+}
 
 cleanup() {
   local rc=$?
@@ -34,12 +52,9 @@ cleanup() {
   set +e
   say "cleaning up"
   [ -n "$LONG_PID" ] && kill "$LONG_PID" 2>/dev/null && wait "$LONG_PID" 2>/dev/null
-  if [ -n "$VEERD_PID" ] && kill -0 "$VEERD_PID" 2>/dev/null; then
-    kill -TERM "$VEERD_PID"
-    for _ in $(seq 50); do kill -0 "$VEERD_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$VEERD_PID" 2>/dev/null
-    wait "$VEERD_PID" 2>/dev/null
-  fi
+  [ -n "$WATCH_PID" ] && kill -INT "$WATCH_PID" 2>/dev/null && wait "$WATCH_PID" 2>/dev/null
+  [ -n "$TRAFFIC_PID" ] && kill "$TRAFFIC_PID" 2>/dev/null && wait "$TRAFFIC_PID" 2>/dev/null
+  stop_veerd
   "$ROOT/scripts/testbed.sh" down --prefix "$PREFIX"
   rm -rf "$WORK"
   if [ $rc -eq 0 ]; then echo "demo: done"; else echo "demo: FAILED (exit $rc)" >&2; fi
@@ -90,20 +105,30 @@ VEERD="$BUILD/userspace/daemon/veerd"
 VEERCTL="$BUILD/userspace/ctl/veerctl"
 [ -x "$VEERD" ] && [ -x "$VEERCTL" ] || die "veerd/veerctl not found under $BUILD/userspace"
 
-say "testbed up: client -> lb -> blue / green / canary (network namespaces $PREFIX-*)"
-"$ROOT/scripts/testbed.sh" down --prefix "$PREFIX" >/dev/null 2>&1 || true
-"$ROOT/scripts/testbed.sh" up --prefix "$PREFIX"
+# start_veerd CONFIG: veerd on the lb in the foreground (in the background of this script), until it answers.
+start_veerd() {
+  local config="$1"
+  say "starting veerd on the lb: ip netns exec $PREFIX-lb veerd --config ${config#$ROOT/} --foreground"
+  "$VEERD" --check-config "$config"
+  ip netns exec "$PREFIX-lb" "$VEERD" --config "$config" --foreground >>"$WORK/veerd.log" 2>&1 &
+  VEERD_PID=$!
+  for _ in $(seq 100); do
+    veerctl ping >/dev/null 2>&1 && break
+    kill -0 "$VEERD_PID" 2>/dev/null || { cat "$WORK/veerd.log" >&2; die "veerd exited"; }
+    sleep 0.1
+  done
+  veerctl ping >/dev/null || { cat "$WORK/veerd.log" >&2; die "veerd does not answer on $SOCKET"; }
+}
 
-say "starting veerd on the lb: ip netns exec $PREFIX-lb veerd --config examples/testbed.yaml --foreground"
-"$VEERD" --check-config "$CONFIG"
-ip netns exec "$PREFIX-lb" "$VEERD" --config "$CONFIG" --foreground >"$WORK/veerd.log" 2>&1 &
-VEERD_PID=$!
-for _ in $(seq 100); do
-  veerctl ping >/dev/null 2>&1 && break
-  kill -0 "$VEERD_PID" 2>/dev/null || { cat "$WORK/veerd.log" >&2; die "veerd exited"; }
-  sleep 0.1
-done
-veerctl ping >/dev/null || { cat "$WORK/veerd.log" >&2; die "veerd does not answer on $SOCKET"; }
+testbed_up() {
+  say "testbed up: client -> lb -> blue / green / canary (network namespaces $PREFIX-*)"
+  "$ROOT/scripts/testbed.sh" down --prefix "$PREFIX" >/dev/null 2>&1 || true
+  "$ROOT/scripts/testbed.sh" up --prefix "$PREFIX"
+}
+
+if [ "${DEMO_SKIP_SPLIT:-0}" != 1 ]; then
+testbed_up
+start_veerd "$CONFIG"
 
 say "veerctl status"
 veerctl status
@@ -164,3 +189,175 @@ EOF
 
 say "veerctl status ranker"
 veerctl status ranker
+fi  # DEMO_SKIP_SPLIT
+
+# ---------------------------------------------------------------- a canary rollout that rolls itself back
+CANARY_CONFIG="$ROOT/examples/rollout-canary.yaml"
+RATE=200
+BUDGET=3.0   # interval 1 s x (failure_limit 1 + 1) + 1 s
+DEMO_OK=1
+
+ok() { echo "OK: $*"; }
+fail() { echo "FAIL: $*"; DEMO_OK=0; }
+
+# ranker_eval EXPR: EXPR (Python) over the ranker's status: s = service, r = rollout, w = applied weights
+ranker_eval() {
+  veerctl --json status ranker | python3 -c '
+import json, sys
+s = [x for x in json.loads(sys.stdin.readline())["result"]["services"] if x["name"] == "ranker"][0]
+r = s.get("rollout") or {}
+w = {v["name"]: float(v["weight_applied"]) for v in s["variants"]}
+print(eval(sys.argv[1]))' "$1"
+}
+
+stop_watch() {
+  if [ -n "$WATCH_PID" ]; then
+    kill -INT "$WATCH_PID" 2>/dev/null || true
+    wait "$WATCH_PID" 2>/dev/null || true
+    WATCH_PID=""
+    echo
+  fi
+}
+
+# watch_until EXPR SECONDS [SINCE]: polls the ranker's status on the control socket every 100 ms until EXPR
+# holds (Python over s = service, r = rollout, w = applied weights) and prints the seconds since SINCE (Unix
+# time; default: now) on stdout. The live status meanwhile: `veerctl status ranker --watch` on a terminal,
+# else one line per second on stderr (phase, step, weights desired/applied, the canary's P95 and error rate
+# over the last interval, gate results). Returns 1 if EXPR did not hold within SECONDS.
+watch_until() {
+  local rc=0 quiet=0
+  if [ -t 1 ] || [ -t 2 ]; then
+    veerctl status ranker --watch >/dev/tty &
+    WATCH_PID=$!
+    quiet=1
+  fi
+  python3 - "$SOCKET" "$1" "$2" "${3:-$(date +%s.%N)}" "$quiet" <<'EOF' || rc=$?
+import json, socket, sys, time
+path, expr, limit, since, quiet = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), sys.argv[5] == "1"
+
+def status():
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.settimeout(5)
+    conn.connect(path)
+    conn.sendall(b'{"cmd":"status","service":"ranker"}\n')
+    buf = b""
+    while b"\n" not in buf:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    conn.close()
+    services = json.loads(buf.split(b"\n")[0])["result"]["services"]
+    return [x for x in services if x["name"] == "ranker"][0]
+
+start, last_line = time.monotonic(), 0.0
+while True:
+    s = status()
+    r = s.get("rollout") or {}
+    w = {v["name"]: float(v["weight_applied"]) for v in s["variants"]}
+    if eval(expr):
+        print(f"{time.time() - since:.2f}")
+        sys.exit(0)
+    now = time.monotonic()
+    if now - start > limit:
+        sys.exit(1)
+    if not quiet and now - last_line >= 1.0:
+        last_line = now
+        weights = " ".join(f"{v['name']} {v['weight_desired']}/{v['weight_applied']}" for v in s["variants"])
+        win = {v["name"]: v.get("window") or {} for v in s["variants"]}.get("canary", {})
+        p95, err = win.get("latency_p95_ms"), win.get("error_rate")
+        p95_text = "-" if p95 is None else f"{p95:.1f} ms"
+        err_text = "-" if err is None else f"{100 * err:.2f} %"
+        gates = " ".join(f"{g['name']}={g['last_result']}" for g in r.get("gates", []))
+        print(f"  {time.strftime('%T')}  {r.get('phase')} step {r.get('step', 0) + 1}/{r.get('steps')}  "
+              f"weights desired/applied: {weights}  canary p95 {p95_text} errors {err_text}  gates: {gates}",
+              file=sys.stderr, flush=True)
+    time.sleep(0.1)
+EOF
+  stop_watch
+  return $rc
+}
+
+if [ -n "$VEERD_PID" ]; then say "stopping veerd"; stop_veerd; fi
+testbed_up
+start_veerd "$CANARY_CONFIG"
+
+say "steady traffic: $RATE new connections/s to $VIP:80 from 50 client addresses (client.py rate, 120 s at most)"
+client rate --dst "$VIP" --port 80 --src-range 10.0.1.11-10.0.1.60 --rate "$RATE" --duration 120 --progress 1 \
+  --stop-file "$WORK/stop-rate" >"$WORK/rate.jsonl" 2>"$WORK/rate.err" &
+TRAFFIC_PID=$!
+sleep 2
+
+say "veerctl rollout start ranker   (canary 5 -> 20 -> 50 -> 100 %, 5 s pauses; gates every 1 s:"
+echo "   latency_p95_ms max 200, error_rate max 0.001 (kernel telemetry); failure_limit 1)"
+veerctl rollout start ranker >/dev/null
+if watch_until 'w["canary"] >= 50' 40 >/dev/null; then
+  ok "the healthy canary walked 5 -> 20 -> 50 %; no gate failed"
+else
+  fail "the canary did not reach 50 % within 40 s"
+fi
+veerctl status ranker
+
+say "the canary degrades: +300 ms per request (scripts/testbed/control.py --variant canary latency=fixed:300)"
+# The same POST /control that control.py sends, from inside the canary's namespace, printing the time just
+# before the request: the reaction time below counts from the change itself, not from a process start.
+T0=$(ip netns exec "$PREFIX-canary" python3 -c '
+import time, urllib.request
+req = urllib.request.Request("http://127.0.0.1:8080/control", data=b"{\"latency\": \"fixed:300\"}", method="POST",
+                             headers={"Content-Type": "application/json"})
+t = time.time()
+urllib.request.urlopen(req, timeout=5).read()
+print(f"{t:.6f}")')
+if REACTION=$(watch_until 'w["canary"] == 0' 15 "$T0"); then
+  echo "canary weight 0 (applied, read back from the maps) ${REACTION} s after the latency change"
+  if python3 -c "import sys; sys.exit(0 if $REACTION <= $BUDGET else 1)"; then
+    ok "veer rolled the canary back by itself within ${BUDGET} s (interval x (failure_limit + 1) + 1 s)"
+  else
+    fail "rollback took ${REACTION} s, over the ${BUDGET} s budget"
+  fi
+else
+  fail "veer did not roll the canary back within 15 s"
+fi
+[ "$(ranker_eval 'r["phase"]')" = Aborted ] && ok "rollout phase Aborted" || fail "rollout phase $(ranker_eval 'r["phase"]')"
+veerctl status ranker
+
+say "veerctl events ranker"
+veerctl events ranker
+veerctl --json events ranker | python3 -c '
+import json, sys
+events = [json.loads(line) for line in sys.stdin if line.strip()]  # --json events: one event a line
+aborts = [e for e in events if e["kind"] == "abort"]
+value = aborts[-1]["values"].get("value", 0) if aborts else 0
+if value > 200:
+    print(f"OK: the event log holds the P95 that tripped the gate: {value:.1f} ms > 200")
+else:
+    print(f"FAIL: no abort event with the P95 value: {aborts}"); sys.exit(1)' || DEMO_OK=0
+
+sleep 2.5
+touch "$WORK/stop-rate"
+wait "$TRAFFIC_PID" || true
+TRAFFIC_PID=""
+say "what the client saw"
+python3 - "$WORK/rate.jsonl" <<'EOF' || DEMO_OK=0
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+done = lines[-1]
+progress = [l for l in lines if l.get("event") == "progress"]
+t = done["totals"]
+per = {v: o["count"] for v, o in done["variants"].items()}
+print(f"{done['done']} requests at {done['offered_rate']}/s: per variant {per}; 5xx {t['http_5xx']}, resets {t['resets']}, "
+      f"timeouts {t['timeouts']}")
+canary = [p["window"].get("canary", {}).get("count", 0) for p in progress]
+print("canary requests per second:", " ".join(str(n) for n in canary))
+ok = True
+if progress and progress[-1]["window"].get("canary", {}).get("count", 0) == 0:
+    print("OK: after the rollback new connections go to blue only")
+else:
+    print("FAIL: new connections still reach the canary"); ok = False
+if t["http_5xx"] or t["resets"] or sum(t["timeouts"].values()):
+    print("FAIL: the client saw errors"); ok = False
+else:
+    print("OK: no request failed: the slow canary answered slowly, then got no new traffic")
+sys.exit(0 if ok else 1)
+EOF
+[ "$DEMO_OK" = 1 ] || die "some checks failed"

@@ -2,6 +2,7 @@
 # veer netns testbed: one client, one load balancer (lb) and three backends (blue, green, canary).
 #
 #   scripts/testbed.sh up|down|status [--prefix P]      (default prefix "veer"; run as root)
+#   env: TESTBED_WAIT_SCALE (default $VEER_E2E_SCALE, else 1) multiplies the waits (backends' start: 15 s)
 #
 #   P-client  eth0 10.0.1.10/24 (+ 10.0.1.11..60), fd00:1::10/64 (+ fd00:1::11..60); default via the lb
 #      |
@@ -54,41 +55,55 @@ NS_LB="$PREFIX-lb"
 ALL_NS=("$NS_CLIENT" "$NS_LB" "$PREFIX-blue" "$PREFIX-green" "$PREFIX-canary")
 
 log() { echo "testbed[$PREFIX]: $*" >&2; }
-nsx() { local ns="$1"; shift; ip netns exec "$ns" "$@"; }
 ns_exists() { ip netns list 2>/dev/null | awk '{print $1}' | grep -qx -- "$1"; }
-mac_of() { ip -n "$1" -br link show dev "$2" | awk '{print $3}'; }
+
+# Waits scale with TESTBED_WAIT_SCALE (default: VEER_E2E_SCALE, else 1), e.g. 4 under QEMU's software
+# emulation (scripts/vm-test.sh), where one process start costs ~0.17 s and an `ip netns exec` ~1 s.
+WAIT_SCALE=${TESTBED_WAIT_SCALE:-${VEER_E2E_SCALE:-1}}
+[[ "$WAIT_SCALE" =~ ^[0-9]+([.][0-9]+)?$ ]] || { echo "testbed: bad wait scale '$WAIT_SCALE'" >&2; exit 2; }
+scaled() { awk -v s="$1" -v f="$WAIT_SCALE" 'BEGIN { v = s * f; printf "%d", (v < 1 ? 1 : v + 0.5) }'; }
 
 require_root() {
   if [ "$(id -u)" -ne 0 ]; then echo "testbed: run as root" >&2; exit 1; fi
 }
 
-# Settings every namespace gets before any interface exists in it (defaults apply to new links).
-ns_base_setup() {
-  local ns="$1"
-  ip netns add "$ns"
-  ip -n "$ns" link set lo up
-  nsx "$ns" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
-  nsx "$ns" sysctl -qw net.ipv6.conf.all.accept_ra=0 net.ipv6.conf.default.accept_ra=0
-  nsx "$ns" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
-}
+# Fixed, locally administered MACs (02:...): the permanent neighbour entries below are written from them
+# without asking each namespace. Link k (1 lbc, 2 lbblue, 3 lbgreen, 4 lbcanary): lb end ..:k:01, peer
+# eth0 ..:k:02. Each pair is its own L2 segment, so testbeds of other prefixes never see these.
+# (Looked up, not computed: a $(...) per line of the batches below costs a fork each, ~0.03 s under TCG.)
+LB_MAC=() PEER_MAC=()
+for k in 1 2 3 4; do
+  printf -v "LB_MAC[$k]" '02:76:65:00:%02x:01' "$k"
+  printf -v "PEER_MAC[$k]" '02:76:65:00:%02x:02' "$k"
+done
 
+# One `ip netns exec NS sh -c` per namespace (an exec costs ~1 s under emulation): the namespace's
+# sysctls (all, default and each of DEVS, written through /proc/sys by the shell itself: the devices
+# already exist, so setting only `default` would not reach them) and the veth offloads of DEVS.
 # FACTS.md: XDP_REDIRECT into a veth needs GRO on the target (NAPI receive) unless its peer has an XDP
 # program; TCP across an XDP redirect needs TX checksum offload off on the sending veth (CHECKSUM_PARTIAL
 # is lost when the skb becomes an xdp_frame). Both on every veth end: harmless where not needed.
-veth_offloads() {
-  local ns="$1" dev="$2"
-  nsx "$ns" ethtool -K "$dev" gro on >/dev/null
-  nsx "$ns" ethtool -K "$dev" tx off >/dev/null 2>&1 || nsx "$ns" ethtool -K "$dev" tx-checksumming off >/dev/null
-}
-
-# veth pair: LBDEV in the lb namespace, eth0 in namespace NS.
-make_link() {
-  local ns="$1" lbdev="$2"
-  ip -n "$NS_LB" link add "$lbdev" type veth peer name eth0 netns "$ns"
-  ip -n "$NS_LB" link set "$lbdev" up
-  ip -n "$ns" link set eth0 up
-  veth_offloads "$NS_LB" "$lbdev"
-  veth_offloads "$ns" eth0
+ns_settings() {
+  local ns="$1" forward="$2"; shift 2
+  # shellcheck disable=SC2016  # expanded by the inner shell
+  ip netns exec "$ns" sh -c '
+    set -e
+    forward=$1; shift
+    w() { echo "$2" >"/proc/sys/net/$1"; }
+    for c in all default "$@"; do
+      w "ipv6/conf/$c/accept_dad" 0
+      w "ipv6/conf/$c/accept_ra" 0
+      w "ipv4/conf/$c/rp_filter" 0
+    done
+    if [ "$forward" = 1 ]; then
+      w ipv4/ip_forward 1
+      w ipv4/conf/all/forwarding 1
+      w ipv6/conf/all/forwarding 1
+      w ipv6/conf/default/forwarding 1
+    fi
+    for d in "$@"; do
+      ethtool -K "$d" gro on tx off >/dev/null 2>&1 || ethtool -K "$d" gro on tx-checksumming off >/dev/null
+    done' veer-testbed-settings "$forward" "$@"
 }
 
 start_backend() {
@@ -106,7 +121,7 @@ start_backend() {
 }
 
 wait_backends() {
-  local deadline=$((SECONDS + 15)) v
+  local deadline=$((SECONDS + $(scaled 15))) v
   for v in "${VARIANTS[@]}"; do
     while [ ! -s "$RUN_DIR/pids/backend-$v.pid" ]; do
       if [ $SECONDS -ge $deadline ]; then
@@ -118,11 +133,97 @@ wait_backends() {
   done
 }
 
+# Runs "$@" in the background (without the ERR trap: the caller tears down once, after wait_background).
+BACKGROUND=()
+in_background() {
+  ( trap - ERR; "$@" ) &
+  BACKGROUND+=($!)
+}
+
+# Waits for every job of in_background; fails (after all have ended) if any failed.
+wait_background() {
+  local pid rc=0
+  for pid in "${BACKGROUND[@]}"; do wait "$pid" || rc=1; done
+  BACKGROUND=()
+  return $rc
+}
+
+# ip -n NS -batch - fed by GENERATOR ARGS... (one `ip` command a line).
+ns_batch() {
+  local ns="$1"; shift
+  "$@" | ip -n "$ns" -batch -
+}
+
+# The topology is written as `ip -batch` scripts (one process per namespace instead of one per address,
+# route and neighbour entry: ~300 commands before, which took 90-120 s under QEMU's software emulation).
+# Permanent neighbour entries everywhere: bpf_fib_lookup() in the data plane answers NO_NEIGH for an
+# unresolved next hop, and the first packets of a run should not depend on ARP/ND timing. The default
+# routes cover the VIPs (10.0.0.0/24, fd00::/120) and the backend addresses (plain routing).
+veth_pairs() {
+  local v n
+  echo "link add lbc address ${LB_MAC[1]} type veth peer name eth0 address ${PEER_MAC[1]} netns $NS_CLIENT"
+  for v in "${VARIANTS[@]}"; do
+    n=$((SUBNET[$v] + 1))
+    echo "link add lb$v address ${LB_MAC[n]} type veth peer name eth0 address ${PEER_MAC[n]} netns $PREFIX-$v"
+  done
+}
+
+lb_topology() {
+  local i v n
+  echo "link set lo up"
+  echo "link set lbc up"
+  echo "address add 10.0.1.1/24 dev lbc"
+  echo "address add fd00:1::1/64 dev lbc nodad"
+  echo "neighbour replace 10.0.1.10 lladdr ${PEER_MAC[1]} dev lbc nud permanent"
+  echo "neighbour replace fd00:1::10 lladdr ${PEER_MAC[1]} dev lbc nud permanent"
+  for ((i = EXTRA_CLIENTS_FIRST; i <= EXTRA_CLIENTS_LAST; i++)); do
+    echo "neighbour replace 10.0.1.$i lladdr ${PEER_MAC[1]} dev lbc nud permanent"
+    echo "neighbour replace fd00:1::$i lladdr ${PEER_MAC[1]} dev lbc nud permanent"
+  done
+  for v in "${VARIANTS[@]}"; do
+    n=${SUBNET[$v]}
+    echo "link set lb$v up"
+    echo "address add 10.1.$n.1/24 dev lb$v"
+    echo "address add fd00:1$n::1/64 dev lb$v nodad"
+    echo "neighbour replace 10.1.$n.2 lladdr ${PEER_MAC[n + 1]} dev lb$v nud permanent"
+    echo "neighbour replace fd00:1$n::2 lladdr ${PEER_MAC[n + 1]} dev lb$v nud permanent"
+  done
+}
+
+client_topology() {
+  local i
+  echo "link set lo up"
+  echo "link set eth0 up"
+  echo "address add 10.0.1.10/24 dev eth0"
+  echo "address add fd00:1::10/64 dev eth0 nodad"
+  for ((i = EXTRA_CLIENTS_FIRST; i <= EXTRA_CLIENTS_LAST; i++)); do
+    echo "address add 10.0.1.$i/24 dev eth0"
+    echo "address add fd00:1::$i/64 dev eth0 nodad"
+  done
+  echo "route add default via 10.0.1.1"
+  echo "route add ::/0 via fd00:1::1"
+  echo "neighbour replace 10.0.1.1 lladdr ${LB_MAC[1]} dev eth0 nud permanent"
+  echo "neighbour replace fd00:1::1 lladdr ${LB_MAC[1]} dev eth0 nud permanent"
+}
+
+backend_topology() {
+  local n=${SUBNET[$1]}
+  echo "link set lo up"
+  echo "link set eth0 up"
+  echo "address add 10.1.$n.2/24 dev eth0"
+  echo "address add fd00:1$n::2/64 dev eth0 nodad"
+  echo "route add default via 10.1.$n.1"
+  echo "route add ::/0 via fd00:1$n::1"
+  echo "neighbour replace 10.1.$n.1 lladdr ${LB_MAC[n + 1]} dev eth0 nud permanent"
+  echo "neighbour replace fd00:1$n::1 lladdr ${LB_MAC[n + 1]} dev eth0 nud permanent"
+}
+
 do_up() {
   require_root
-  local ns
+  local ns v existing
+  existing=$(ip netns list 2>/dev/null | awk '{print $1}')
   for ns in "${ALL_NS[@]}"; do
-    if ns_exists "$ns"; then
+    if grep -qx -- "$ns" <<<"$existing"; then
       log "namespace $ns exists: run '$0 down --prefix $PREFIX' first"; exit 1
     fi
   done
@@ -133,61 +234,21 @@ do_up() {
     mount -t bpf bpf "$RUN_DIR/bpffs"
   fi
 
-  for ns in "${ALL_NS[@]}"; do ns_base_setup "$ns"; done
-  nsx "$NS_LB" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.forwarding=1 \
-    net.ipv6.conf.all.forwarding=1 net.ipv6.conf.default.forwarding=1
+  for ns in "${ALL_NS[@]}"; do echo "netns add $ns"; done | ip -batch -
+  # veth pairs, created down: LBDEV in the lb namespace, eth0 in the other end's namespace.
+  ns_batch "$NS_LB" veth_pairs
 
-  # client <-> lb
-  make_link "$NS_CLIENT" lbc
-  ip -n "$NS_LB" addr add 10.0.1.1/24 dev lbc
-  ip -n "$NS_LB" addr add fd00:1::1/64 dev lbc nodad
-  ip -n "$NS_CLIENT" addr add 10.0.1.10/24 dev eth0
-  ip -n "$NS_CLIENT" addr add fd00:1::10/64 dev eth0 nodad
-  local i
-  for ((i = EXTRA_CLIENTS_FIRST; i <= EXTRA_CLIENTS_LAST; i++)); do
-    ip -n "$NS_CLIENT" addr add "10.0.1.$i/24" dev eth0
-    ip -n "$NS_CLIENT" addr add "fd00:1::$i/64" dev eth0 nodad
+  # Sysctls and offloads while every link is down (no DAD, no RA on the link-local addresses either),
+  # then addresses, routes and neighbours; the namespaces in parallel.
+  in_background ns_settings "$NS_LB" 1 lbc lbblue lbgreen lbcanary
+  for ns in "$NS_CLIENT" "$PREFIX-blue" "$PREFIX-green" "$PREFIX-canary"; do
+    in_background ns_settings "$ns" 0 eth0
   done
-  # default routes cover the VIPs (10.0.0.0/24, fd00::/120) and the backend addresses (plain routing)
-  ip -n "$NS_CLIENT" route add default via 10.0.1.1
-  ip -n "$NS_CLIENT" -6 route add default via fd00:1::1
-
-  # lb <-> backends
-  local v n lbdev
-  for v in "${VARIANTS[@]}"; do
-    n=${SUBNET[$v]}; lbdev="lb$v"; ns="$PREFIX-$v"
-    make_link "$ns" "$lbdev"
-    ip -n "$NS_LB" addr add "10.1.$n.1/24" dev "$lbdev"
-    ip -n "$NS_LB" addr add "fd00:1$n::1/64" dev "$lbdev" nodad
-    ip -n "$ns" addr add "10.1.$n.2/24" dev eth0
-    ip -n "$ns" addr add "fd00:1$n::2/64" dev eth0 nodad
-    ip -n "$ns" route add default via "10.1.$n.1"
-    ip -n "$ns" -6 route add default via "fd00:1$n::1"
-  done
-
-  # Permanent neighbour entries everywhere: bpf_fib_lookup() in the data plane answers NO_NEIGH for an
-  # unresolved next hop, and the first packets of a run should not depend on ARP/ND timing.
-  local client_mac lb_c_mac
-  client_mac=$(mac_of "$NS_CLIENT" eth0)
-  lb_c_mac=$(mac_of "$NS_LB" lbc)
-  ip -n "$NS_CLIENT" neigh replace 10.0.1.1 lladdr "$lb_c_mac" dev eth0 nud permanent
-  ip -n "$NS_CLIENT" neigh replace fd00:1::1 lladdr "$lb_c_mac" dev eth0 nud permanent
-  ip -n "$NS_LB" neigh replace 10.0.1.10 lladdr "$client_mac" dev lbc nud permanent
-  ip -n "$NS_LB" neigh replace fd00:1::10 lladdr "$client_mac" dev lbc nud permanent
-  for ((i = EXTRA_CLIENTS_FIRST; i <= EXTRA_CLIENTS_LAST; i++)); do
-    ip -n "$NS_LB" neigh replace "10.0.1.$i" lladdr "$client_mac" dev lbc nud permanent
-    ip -n "$NS_LB" neigh replace "fd00:1::$i" lladdr "$client_mac" dev lbc nud permanent
-  done
-  local be_mac lb_be_mac
-  for v in "${VARIANTS[@]}"; do
-    n=${SUBNET[$v]}; lbdev="lb$v"; ns="$PREFIX-$v"
-    be_mac=$(mac_of "$ns" eth0)
-    lb_be_mac=$(mac_of "$NS_LB" "$lbdev")
-    ip -n "$NS_LB" neigh replace "10.1.$n.2" lladdr "$be_mac" dev "$lbdev" nud permanent
-    ip -n "$NS_LB" neigh replace "fd00:1$n::2" lladdr "$be_mac" dev "$lbdev" nud permanent
-    ip -n "$ns" neigh replace "10.1.$n.1" lladdr "$lb_be_mac" dev eth0 nud permanent
-    ip -n "$ns" neigh replace "fd00:1$n::1" lladdr "$lb_be_mac" dev eth0 nud permanent
-  done
+  wait_background
+  in_background ns_batch "$NS_LB" lb_topology
+  in_background ns_batch "$NS_CLIENT" client_topology
+  for v in "${VARIANTS[@]}"; do in_background ns_batch "$PREFIX-$v" backend_topology "$v"; done
+  wait_background
 
   for v in "${VARIANTS[@]}"; do start_backend "$v"; done
   wait_backends
@@ -196,40 +257,58 @@ do_up() {
 }
 
 # Alive = exists and is not a zombie (our backends are reparented to init, which may reap them late).
+# Shell builtins only: down runs it in loops, and a process start costs ~0.17 s under emulation.
 pid_alive() {
-  [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null
+  local line
+  [ -r "/proc/$1/status" ] || return 1
+  while read -r line; do
+    case "$line" in State:*Z*) return 1 ;; State:*) return 0 ;; esac
+  done <"/proc/$1/status" 2>/dev/null
+  return 1
 }
 
-kill_pid() {
-  local pid="$1" t
-  [[ "$pid" =~ ^[0-9]+$ ]] || return 0
-  pid_alive "$pid" || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((t = 0; t < 40; t++)); do
-    pid_alive "$pid" || return 0
-    sleep 0.05
+# TERM to every pid given, KILL to those still alive after 2 s (scaled).
+kill_pids() {
+  local pid live=() t rounds
+  for pid in "$@"; do
+    if [[ "$pid" =~ ^[0-9]+$ ]] && pid_alive "$pid"; then
+      kill -TERM "$pid" 2>/dev/null || true
+      live+=("$pid")
+    fi
   done
-  kill -KILL "$pid" 2>/dev/null || true
+  [ ${#live[@]} -gt 0 ] || return 0
+  rounds=$(scaled 40)
+  for ((t = 0; t < rounds && ${#live[@]} > 0; t++)); do
+    sleep 0.05
+    for pid in "${!live[@]}"; do pid_alive "${live[$pid]}" || unset "live[$pid]"; done
+  done
+  for pid in "${live[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
 }
 
 do_down() {
   require_root
-  local f ns pid
+  local f ns pids=() present=() existing
   if [ -d "$RUN_DIR/pids" ]; then
     for f in "$RUN_DIR"/pids/*.pid; do
       [ -e "$f" ] || continue
-      kill_pid "$(cat "$f" 2>/dev/null || true)"
+      pids+=("$(cat "$f" 2>/dev/null || true)")
     done
   fi
+  existing=$(ip netns list 2>/dev/null | awk '{print $1}')
+  for ns in "${ALL_NS[@]}"; do
+    if grep -qx -- "$ns" <<<"$existing"; then present+=("$ns"); fi
+  done
   # Anything else still running inside our namespaces (e.g. a veerd or a client a test left behind)
   # was started in them by this testbed's user: stop it by pid before the namespace goes away.
-  for ns in "${ALL_NS[@]}"; do
-    ns_exists "$ns" || continue
-    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill_pid "$pid"; done
+  for ns in "${present[@]}"; do
+    # shellcheck disable=SC2207  # pids: one number a line
+    pids+=($(ip netns pids "$ns" 2>/dev/null))
   done
-  for ns in "${ALL_NS[@]}"; do
-    if ns_exists "$ns"; then ip netns del "$ns" || log "could not delete $ns"; fi
-  done
+  kill_pids "${pids[@]}"
+  if [ ${#present[@]} -gt 0 ]; then
+    for ns in "${present[@]}"; do echo "netns del $ns"; done | ip -force -batch - ||
+      log "could not delete every namespace of ${present[*]}"
+  fi
   # A veerd may have stacked its own bpffs on the mount point: unmount until none is left.
   local tries=0
   while [ -d "$RUN_DIR/bpffs" ] && mountpoint -q "$RUN_DIR/bpffs" && [ $tries -lt 5 ]; do

@@ -7,8 +7,9 @@ import time
 
 import veer_e2e as e2e
 
-LONG_LIVED = 40
-WHILE_DOWN = 300
+# Scaled by VEER_E2E_FLOWS_FACTOR, with floors.
+LONG_LIVED = e2e.flows(40, 20)
+WHILE_DOWN = e2e.flows(300, 60)
 
 
 class TestRestart(e2e.VeerCase):
@@ -25,7 +26,8 @@ class TestRestart(e2e.VeerCase):
     def test_kill9_and_adopt(self):
         src_long, src_down = "10.0.1.41", "10.0.1.42"
         long = self.tb.long_client("--dst", e2e.VIP4, "--port", 7000, "--src", src_long, "--connections",
-                                   LONG_LIVED, "--interval", 0.1, "--duration", 60)
+                                   LONG_LIVED, "--interval", 0.1, "--duration", e2e.scaled(60),
+                                   "--time-limit", e2e.scaled(120))
         try:
             ready = long.ready()
             conns = ready["connections"]

@@ -6,7 +6,10 @@ import time
 
 import veer_e2e as e2e
 
-LONG_LIVED = 50
+# Scaled by VEER_E2E_FLOWS_FACTOR, with floors: 20 long-lived connections all starting in green (60/20/20)
+# has a chance of 0.2^20.
+LONG_LIVED = e2e.flows(50, 20)
+NEW_AFTER_SWITCH = e2e.flows(300, 60)
 
 
 class TestSwitch(e2e.VeerCase):
@@ -15,7 +18,8 @@ class TestSwitch(e2e.VeerCase):
     def test_switch_keeps_established_connections(self):
         src_long, src_new = "10.0.1.31", "10.0.1.32"
         long = self.tb.long_client("--dst", e2e.VIP4, "--port", 7000, "--src", src_long, "--connections",
-                                   LONG_LIVED, "--interval", 0.1, "--duration", 60)
+                                   LONG_LIVED, "--interval", 0.1, "--duration", e2e.scaled(60),
+                                   "--time-limit", e2e.scaled(120))
         try:
             ready = long.ready()
             first = {c["index"]: c["variant"] for c in ready["connections"]}
@@ -33,11 +37,11 @@ class TestSwitch(e2e.VeerCase):
             self.assertEqual(weights, {"blue": 0.0, "green": 100.0, "canary": 0.0})
 
             # New connections after the switch: all green (one line each).
-            new = self.tb.long_client("--dst", e2e.VIP4, "--port", 7000, "--src", src_new, "--connections", 300,
-                                      "--duration", 0, "--stagger", 0)
+            new = self.tb.long_client("--dst", e2e.VIP4, "--port", 7000, "--src", src_new, "--connections",
+                                      NEW_AFTER_SWITCH, "--duration", 0, "--stagger", 0)
             new_done = new.finish(timeout=60)
             self.assertEqual(new_done["summary"]["errors"], 0, new_done["summary"])
-            self.assertEqual(new_done["summary"]["first_variants"], {"green": 300})
+            self.assertEqual(new_done["summary"]["first_variants"], {"green": NEW_AFTER_SWITCH})
 
             time.sleep(2.0)  # the long-lived connections keep talking across and after the switch
         finally:

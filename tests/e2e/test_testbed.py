@@ -6,6 +6,12 @@ import subprocess
 
 import veer_e2e as e2e
 
+# Plain-routed flows per backend (exact counts), scaled by VEER_E2E_FLOWS_FACTOR with floors.
+HTTP4 = e2e.flows(2000, 200)
+HTTP6 = e2e.flows(500, 50)
+UDP4 = e2e.flows(500, 50)
+UDP6 = e2e.flows(200, 20)
+
 
 class TestTestbed(e2e.VeerCase):
     prefix = "ve2e-tb"
@@ -45,26 +51,26 @@ class TestTestbed(e2e.VeerCase):
     def test_plain_routing_http(self):
         for i, v in enumerate(e2e.VARIANTS):
             src4, src6 = f"10.0.1.{11 + i}", f"fd00:1::{11 + i}"
-            r4 = self.tb.client("http", "--dst", e2e.BACKEND4[v], "--port", 8080, "--src", src4, "--count", 2000)
-            self.assertEqual(r4["variants"], {v: 2000}, r4)
-            r6 = self.tb.client("http", "--dst", e2e.BACKEND6[v], "--port", 8080, "--src", src6, "--count", 500)
-            self.assertEqual(r6["variants"], {v: 500}, r6)
+            r4 = self.tb.client("http", "--dst", e2e.BACKEND4[v], "--port", 8080, "--src", src4, "--count", HTTP4)
+            self.assertEqual(r4["variants"], {v: HTTP4}, r4)
+            r6 = self.tb.client("http", "--dst", e2e.BACKEND6[v], "--port", 8080, "--src", src6, "--count", HTTP6)
+            self.assertEqual(r6["variants"], {v: HTTP6}, r6)
             print(f"  {v}: http v4 {r4['rate']}/s, v6 {r6['rate']}/s", flush=True)
             # counted at the backend under the client's own (preserved) address
             stats = self.tb.backend_stats(v)
             self.assertEqual(stats["variant"], v)
-            self.assertEqual(stats["clients"][src4], {"connections": 2000, "requests": 2000, "resets": 0})
-            self.assertEqual(stats["clients"][src6]["requests"], 500)
+            self.assertEqual(stats["clients"][src4], {"connections": HTTP4, "requests": HTTP4, "resets": 0})
+            self.assertEqual(stats["clients"][src6]["requests"], HTTP6)
 
     def test_plain_routing_udp_and_echo(self):
         for i, v in enumerate(e2e.VARIANTS):
             src = f"10.0.1.{21 + i}"
-            r = self.tb.client("udp", "--dst", e2e.BACKEND4[v], "--port", 9000, "--src", src, "--count", 500)
-            self.assertEqual(r["variants"], {v: 500}, r)
+            r = self.tb.client("udp", "--dst", e2e.BACKEND4[v], "--port", 9000, "--src", src, "--count", UDP4)
+            self.assertEqual(r["variants"], {v: UDP4}, r)
             r6 = self.tb.client("udp", "--dst", e2e.BACKEND6[v], "--port", 9000, "--src", f"fd00:1::{21 + i}",
-                                "--count", 200)
-            self.assertEqual(r6["variants"], {v: 200}, r6)
-            self.assertEqual(self.tb.backend_stats(v)["udp"]["clients"][src]["datagrams"], 500 + r["retries"])
+                                "--count", UDP6)
+            self.assertEqual(r6["variants"], {v: UDP6}, r6)
+            self.assertEqual(self.tb.backend_stats(v)["udp"]["clients"][src]["datagrams"], UDP4 + r["retries"])
 
         long = self.tb.long_client("--dst", e2e.BACKEND4["green"], "--port", 7000, "--src", "10.0.1.30",
                                    "--connections", 20, "--duration", 10)

@@ -3,7 +3,11 @@
 not for a service (plain routing to a backend address) passes untouched while veer is attached."""
 import veer_e2e as e2e
 
-FLOWS = 2000
+# Scaled by VEER_E2E_FLOWS_FACTOR to no fewer than 400: the smallest weight (10 %) still expects 40.
+FLOWS = e2e.flows(2000, 400)
+# Plain-routed requests per backend (exact counts, no statistics).
+PLAIN_HTTP = e2e.flows(300, 30)
+PLAIN_UDP = e2e.flows(100, 20)
 
 
 class TestUdpAndIpv6(e2e.VeerCase):
@@ -40,11 +44,11 @@ class TestUdpAndIpv6(e2e.VeerCase):
         # Backend addresses are not services: plain routing through the lb, each reaching exactly its backend.
         for i, v in enumerate(e2e.VARIANTS):
             r = self.tb.client("http", "--dst", e2e.BACKEND4[v], "--port", 8080, "--src", f"10.0.1.{23 + i}",
-                               "--count", 300)
-            self.assertEqual(r["variants"], {v: 300}, r)
+                               "--count", PLAIN_HTTP)
+            self.assertEqual(r["variants"], {v: PLAIN_HTTP}, r)
             r6 = self.tb.client("udp", "--dst", e2e.BACKEND6[v], "--port", 9000, "--src", f"fd00:1::{23 + i}",
-                                "--count", 100)
-            self.assertEqual(r6["variants"], {v: 100}, r6)
+                                "--count", PLAIN_UDP)
+            self.assertEqual(r6["variants"], {v: PLAIN_UDP}, r6)
 
 
 if __name__ == "__main__":

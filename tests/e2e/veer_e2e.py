@@ -28,6 +28,35 @@ BACKEND6 = {"blue": "fd00:11::2", "green": "fd00:12::2", "canary": "fd00:13::2"}
 P_MIN = 0.001
 
 
+def _env_factor(name):
+    value = os.environ.get(name, "1")
+    try:
+        factor = float(value)
+    except ValueError:
+        factor = -1.0
+    if not 0 < factor <= 100:
+        raise SystemExit(f"{name}={value!r}: want a number in (0, 100]")
+    return factor
+
+
+# Knobs for slow machines (scripts/vm-test.sh passes VEER_* into its QEMU guests, ~10x slower under TCG):
+# VEER_E2E_SCALE multiplies every timeout and wait (default 1); VEER_E2E_FLOWS_FACTOR multiplies the
+# flow counts of the traffic tests (default 1), never below each test's floor (see flows()).
+SCALE = _env_factor("VEER_E2E_SCALE")
+FLOWS_FACTOR = _env_factor("VEER_E2E_FLOWS_FACTOR")
+
+
+def scaled(seconds):
+    """A timeout or wait of SECONDS on this machine (times VEER_E2E_SCALE)."""
+    return seconds * SCALE
+
+
+def flows(count, floor):
+    """COUNT flows times VEER_E2E_FLOWS_FACTOR, at least FLOOR (the least that keeps the test meaningful,
+    e.g. chi-square expected counts >= 5 per variant) and at most COUNT."""
+    return min(count, max(floor, int(round(count * FLOWS_FACTOR))))
+
+
 def main():
     """Parses our arguments, leaves the rest to unittest."""
     ap = argparse.ArgumentParser(add_help=False)
@@ -107,7 +136,9 @@ def pid_alive(pid):
 
 
 def run(cmd, timeout=60, check=True, **kw):
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout, **kw)
+    """Runs CMD; TIMEOUT is in host seconds (scaled by VEER_E2E_SCALE here, callers pass plain values)."""
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          timeout=scaled(timeout), **kw)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} -> {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}")
     return proc
@@ -209,18 +240,19 @@ class LongClient:
         return json.loads(line)
 
     def ready(self, timeout=30):
-        event = self._event(timeout)
+        event = self._event(scaled(timeout))
         assert event["event"] == "ready", event
         return event
 
     def finish(self, timeout=60):
         open(self.stop_file, "w").close()
+        timeout = scaled(timeout)
         try:
             event = self._event(timeout)
             if event["event"] == "ready":
                 event = self._event(timeout)
             assert event["event"] == "done", event
-            self.proc.wait(timeout=10)
+            self.proc.wait(timeout=scaled(10))
             return event
         finally:
             self.kill()
@@ -258,6 +290,7 @@ class Veerd:
                                       self.config, "--foreground", "--log-level", "info"],
                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
+        timeout = scaled(timeout)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -336,6 +369,11 @@ class VeerCase(unittest.TestCase):
     with_veerd = True
 
     @classmethod
+    def config_text(cls, tb):
+        """The veerd config of this file (default: examples/testbed.yaml for the file's prefix)."""
+        return tb.render_config()
+
+    @classmethod
     def setUpClass(cls):
         if cls.with_veerd:
             require_veer(cls)
@@ -344,7 +382,7 @@ class VeerCase(unittest.TestCase):
         try:
             cls.tb.up()
             if cls.with_veerd:
-                cls.tb.write_config()
+                cls.tb.write_config(cls.config_text(cls.tb))
                 cls.veerd = Veerd(cls.tb, cls.tb.config)
                 cls.veerd.start()
         except BaseException:
@@ -397,3 +435,380 @@ def unix_exchange(path, payload, timeout=5.0, read=True):
         return json.loads(buf.split(b"\n", 1)[0]), False
     finally:
         s.close()
+
+
+# ---------------------------------------------------------------- rollouts (issue 4)
+#
+# Configs, status polling, the steady-rate client in the background, backend knobs and Prometheus text, for
+# the rollout, telemetry and demo tests (test_rollout_*.py, test_telemetry.py).
+
+import queue as _queue
+import re as _re
+import threading as _threading
+
+TESTBED_NODE_YAML = """node:
+  interfaces: [lbc, lbblue, lbgreen, lbcanary]
+  attach: auto
+  hash_seed: 0x5eed
+  flow_table_size: 65536
+  socket: /run/veer-testbed/veer.sock
+  pin_path: /run/veer-testbed/bpffs
+  state_dir: /run/veer-testbed/state
+  metrics_listen: 127.0.0.1:9469
+"""
+
+
+def for_prefix(text, prefix):
+    """Config text written for the testbed prefix "veer" -> the same for PREFIX (what make_config.py does)."""
+    return _re.sub(r"(?m)^(\s*(?:socket|pin_path|state_dir):\s*)/run/veer-testbed/", rf"\g<1>/run/{prefix}-testbed/",
+                   text)
+
+
+def ranker_config(rollout, weights="{ blue: 100 }", affinity="connection", variants=("blue", "canary"),
+                  metrics_url=True):
+    """A testbed config (prefix "veer") with one service, ranker on 10.0.0.100:80, stable blue, the given
+    variants (each with its testbed backend and, with metrics_url, http://BACKEND:8080/metrics) and the
+    rollout section ROLLOUT (YAML lines indented by 6 spaces)."""
+    lines = [TESTBED_NODE_YAML, "services:\n", "  - name: ranker\n", "    vip: 10.0.0.100\n", "    port: 80\n",
+             "    protocol: tcp\n", f"    affinity: {affinity}\n", "    stable: blue\n", "    variants:\n"]
+    for v in variants:
+        url = f', metrics_url: "http://{BACKEND4[v]}:8080/metrics"' if metrics_url else ""
+        lines.append(f'      {v}: {{ backends: ["{BACKEND4[v]}:8080"]{url} }}\n')
+    lines += [f"    weights: {weights}\n", "    rollout:\n", rollout]
+    return "".join(lines)
+
+
+def example_config(name, prefix):
+    """examples/NAME for testbed PREFIX."""
+    with open(os.path.join(ARGS.source_dir, "examples", name)) as f:
+        return for_prefix(f.read(), prefix)
+
+
+def prom_samples(text):
+    """Prometheus text -> [(name, {label: value}, value)] (comments and blank lines skipped)."""
+    sample = _re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?[ \t]+(\S+)(?:[ \t]+-?\d+)?$")
+    label = _re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"\s*,?')
+    out = []
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        m = sample.match(line)
+        if not m:
+            raise ValueError(f"not a Prometheus sample: {line!r}")
+        labels = dict(label.findall(m.group(2) or ""))
+        out.append((m.group(1), labels, float(m.group(3))))
+    return out
+
+
+def prom_value(samples, name, **labels):
+    """Sum of the samples NAME whose labels include LABELS."""
+    return sum(v for n, ls, v in samples if n == name and all(ls.get(k) == str(x) for k, x in labels.items()))
+
+
+def prom_histogram(samples, base, **labels):
+    """Cumulative buckets [(le, count)] (ascending, +Inf last) of histogram BASE with LABELS."""
+    buckets = {}
+    for n, ls, v in samples:
+        if n == base + "_bucket" and all(ls.get(k) == str(x) for k, x in labels.items()):
+            le = float(ls["le"])
+            buckets[le] = buckets.get(le, 0.0) + v
+    return sorted(buckets.items())
+
+
+def histogram_delta(after, before):
+    b = dict(before)
+    return [(le, n - b.get(le, 0.0)) for le, n in after]
+
+
+def histogram_quantile(buckets, q):
+    """Quantile Q of cumulative BUCKETS, interpolated linearly inside the bucket (as Prometheus does); None
+    when empty."""
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    rank = q * buckets[-1][1]
+    lower_le, lower_n = 0.0, 0.0
+    for le, n in buckets:
+        if n >= rank:
+            if math.isinf(le):
+                return lower_le
+            if n == lower_n:
+                return le
+            return lower_le + (le - lower_le) * (rank - lower_n) / (n - lower_n)
+        lower_le, lower_n = le, n
+    return lower_le
+
+
+def _testbed_knobs(self, variant, *changes):
+    """control.py in the backend's namespace (KEY=VALUE...); asserts the backend took the change."""
+    proc = run([sys.executable, os.path.join(self.tools, "control.py"), "--prefix", self.prefix, "--variant",
+                variant, *changes], check=False, timeout=30)
+    answer = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else {}
+    if proc.returncode != 0 or not answer.get("ok"):
+        raise AssertionError(f"knobs {variant} {changes}: {proc.stdout} {proc.stderr}")
+    return answer
+
+
+def _testbed_fetch(self, ns, url, timeout=10):
+    """GET URL from inside namespace NS (e.g. "lb" for veer's own /metrics); returns the body text."""
+    code = ("import urllib.request,sys;"
+            f"sys.stdout.write(urllib.request.urlopen({url!r},timeout=5).read().decode())")
+    return self.exec(ns, [sys.executable, "-c", code], timeout=timeout).stdout
+
+
+def _testbed_knobs_timed(self, variant, changes):
+    """Changes backend knobs (a dict) from a process already running in the backend's namespace, so the time of
+    the change is exact: returns the Unix time taken just before the request was sent (the knobs apply while
+    it is handled), with the backend's answer."""
+    code = ("import json,sys,time,urllib.request;"
+            "sys.stdout.write('ready\\n');sys.stdout.flush();sys.stdin.readline();"
+            "req=urllib.request.Request('http://127.0.0.1:8080/control',data=sys.argv[1].encode(),method='POST',"
+            "headers={'Content-Type':'application/json'});"
+            "t=time.time();a=json.loads(urllib.request.urlopen(req,timeout=5).read().decode());"
+            "print(json.dumps({'time':t,'answer':a}))")
+    proc = subprocess.Popen(["ip", "netns", "exec", self.ns(variant), sys.executable, "-c", code, json.dumps(changes)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        if proc.stdout.readline().strip() != "ready":
+            raise AssertionError(f"knob helper in {variant} did not start")
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        out = json.loads(proc.stdout.readline())
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if not out["answer"].get("ok"):
+        raise AssertionError(f"knobs {variant} {changes}: {out['answer']}")
+    return out["time"], out["answer"]
+
+
+def _testbed_rate_client(self, *args):
+    return RateClient(self, args)
+
+
+Testbed.knobs = _testbed_knobs
+Testbed.knobs_timed = _testbed_knobs_timed
+Testbed.fetch = _testbed_fetch
+Testbed.rate_client = _testbed_rate_client
+
+
+class RateClient:
+    """client.py rate in the background (a steady request rate through the VIP). Progress lines (if
+    --progress) are queued; stop() asks it to finish (stop file) and returns its done line."""
+
+    def __init__(self, testbed, args):
+        self.stop_file = tempfile.mktemp(prefix="veer-e2e-rate-stop-")
+        cmd = ["ip", "netns", "exec", testbed.ns("client"), sys.executable, os.path.join(testbed.tools, "client.py"),
+               "rate", "--stop-file", self.stop_file, *map(str, args)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.events = _queue.Queue()
+        self.progress = []
+        self.stderr = []
+        self.done = None
+        self.threads = [_threading.Thread(target=self._drain_out, daemon=True),
+                        _threading.Thread(target=lambda: self.stderr.extend(self.proc.stderr), daemon=True)]
+        for t in self.threads:
+            t.start()
+
+    def _drain_out(self):
+        for line in self.proc.stdout:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("event") == "progress":
+                self.progress.append(event)
+            self.events.put(event)
+        self.events.put(None)
+
+    def next_progress(self, timeout=10):
+        """The next progress line (needs --progress)."""
+        while True:
+            try:
+                event = self.events.get(timeout=timeout)
+            except _queue.Empty:
+                raise AssertionError("rate client: no progress line in time")
+            if event is None:
+                raise AssertionError(f"rate client exited ({self.proc.poll()}): {''.join(self.stderr)}")
+            if event.get("event") == "progress":
+                return event
+            if event.get("event") == "done":
+                self.done = event
+
+    def window_after_now(self, timeout=10):
+        """The window of the first progress line that began after this call (needs --progress)."""
+        while True:
+            try:
+                event = self.events.get_nowait()
+            except _queue.Empty:
+                break
+            if event is None:
+                raise AssertionError(f"rate client exited ({self.proc.poll()}): {''.join(self.stderr)}")
+            if event.get("event") == "done":
+                self.done = event
+        self.next_progress(timeout)  # the window in progress now
+        return self.next_progress(timeout)["window"]
+
+    def stop(self, timeout=30):
+        open(self.stop_file, "w").close()
+        deadline = time.monotonic() + timeout
+        try:
+            while self.done is None:
+                try:
+                    event = self.events.get(timeout=max(0.1, deadline - time.monotonic()))
+                except _queue.Empty:
+                    raise AssertionError("rate client: no done line in time")
+                if event is None:
+                    if self.done is None:
+                        raise AssertionError(f"rate client exited ({self.proc.poll()}) without a done line: "
+                                             f"{''.join(self.stderr)}")
+                    break
+                if event.get("event") == "done":
+                    self.done = event
+            return self.done
+        finally:
+            self.kill()
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for t in self.threads:
+            t.join(timeout=5)
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+        try:
+            os.unlink(self.stop_file)
+        except FileNotFoundError:
+            pass
+
+
+def _veerd_request(self, obj, timeout=5.0):
+    """One request on the control socket (no veerctl process: for polling every 100 ms)."""
+    answer, closed = unix_exchange(self.testbed.socket, (json.dumps(obj) + "\n").encode(), timeout=timeout)
+    if answer is None:
+        raise AssertionError(f"no answer to {obj} (closed {closed})\nveerd log:\n{self.log_tail()}")
+    return answer
+
+
+def _veerd_service_status(self, name):
+    answer = self.request({"cmd": "status", "service": name})
+    assert answer.get("ok"), answer
+    return self.service(name, answer["result"])
+
+
+def _veerd_events(self, service=None, since=0):
+    """Every event from SINCE on (the events request, paged by its "next")."""
+    out = []
+    while True:
+        request = {"cmd": "events", "since": since}
+        if service:
+            request["service"] = service
+        answer = self.request(request)
+        assert answer.get("ok"), answer
+        page = answer["result"]["events"]
+        out += [e for e in page if e["seq"] >= since]
+        if not page or answer["result"]["next"] <= since:
+            return out
+        since = answer["result"]["next"]
+
+
+def _veerd_rollout(self, service, action, *extra, check=True):
+    """veerctl rollout ACTION SERVICE [extra]; returns the daemon's answer."""
+    rc, answer = self.ctl_json("rollout", action, service, *extra, check=check)
+    if check:
+        assert answer.get("ok"), answer
+    return answer
+
+
+Veerd.request = _veerd_request
+Veerd.service_status = _veerd_service_status
+Veerd.events = _veerd_events
+Veerd.rollout = _veerd_rollout
+
+
+def applied(svc):
+    """{variant: applied weight} of a service status object."""
+    return {v["name"]: float(v["weight_applied"]) for v in svc["variants"]}
+
+
+def desired(svc):
+    return {v["name"]: float(v["weight_desired"]) for v in svc["variants"]}
+
+
+class StatusRecorder:
+    """Polls one service's status every PERIOD seconds in a thread; keeps (monotonic time, status) pairs."""
+
+    def __init__(self, veerd, service, period=0.1):
+        self.veerd, self.service, self.period = veerd, service, period
+        self.samples = []
+        self.errors = []
+        self._stop = _threading.Event()
+        self.thread = _threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                self.samples.append((time.monotonic(), self.veerd.service_status(self.service)))
+            except Exception as exc:  # a restart in the middle: recorded, polling goes on
+                self.errors.append((time.monotonic(), repr(exc)))
+            self._stop.wait(self.period)
+
+    def stop(self):
+        self._stop.set()
+        self.thread.join(timeout=10)
+        return self.samples
+
+
+def wait_for(what, predicate, timeout, period=0.1):
+    """Calls PREDICATE() every PERIOD until it returns something truthy; returns (value, seconds waited)."""
+    start = time.monotonic()
+    last = None
+    while True:
+        try:
+            last = predicate()
+        except (AssertionError, KeyError, TypeError, IndexError) as exc:  # e.g. no rollout object yet
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last, time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last})")
+        time.sleep(period)
+
+
+def format_rollout(svc):
+    """One line: phase, step and weights desired/applied, gates' last results (for test logs)."""
+    r = svc.get("rollout") or {}
+    gates = ", ".join(f"{g['name']}={g.get('last_result')}({g.get('value')})" for g in r.get("gates", []))
+    weights = " ".join(f"{v['name']} {v['weight_desired']}/{v['weight_applied']}" for v in svc["variants"])
+    return f"phase {r.get('phase')} step {r.get('step')}/{r.get('steps')}; weights {weights}; gates {gates}"
+
+
+class RolloutCase(VeerCase):
+    """A test file's testbed and veerd, with the rollout helpers. Subclasses set prefix and config_text."""
+
+    def start_traffic(self, src_range, rate=250, duration=120, *extra):
+        """A steady request rate to the VIP, new connection per request, from SRC_RANGE; stopped by
+        self.traffic.stop() (the test does it, or cleanup)."""
+        client = self.tb.rate_client("--dst", VIP4, "--port", 80, "--src-range", src_range, "--rate", rate,
+                                     "--duration", duration, "--timeout", 5, *extra)
+        self.addCleanup(client.kill)
+        return client
+
+    def status(self, service="ranker"):
+        return self.veerd.service_status(service)
+
+    def wait_status(self, what, predicate, timeout, service="ranker", period=0.1):
+        """Polls the service status until PREDICATE(svc) holds; returns (svc, seconds)."""
+        def check():
+            svc = self.status(service)
+            return svc if predicate(svc) else None
+        return wait_for(what, check, timeout, period)
+
+    def print_events(self, service="ranker", since=0):
+        events = self.veerd.events(service, since)
+        for e in events:
+            print(f"    event {e['seq']} {e['time']} {e['kind']}: {e['message']} {e.get('values') or ''}", flush=True)
+        return events

@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""(e) Blue-green on the testbed with examples/rollout-bluegreen.yaml as written and steady traffic through
+the VIP: a preview (green) that fails its pre-promotion probes is never switched to (no client flow reaches
+it, its applied weight stays 0); after `rollout retry` a healthy green is switched to (auto_promote); a
+latency breach in the post-promotion watch switches back to blue; long-lived keep-alive connections opened
+before the first switch (on blue) and between the switches (on green) survive both switches on their
+variant, none reset."""
+import time
+
+import veer_e2e as e2e
+
+LONG_LIVED = 15
+
+
+class TestBlueGreen(e2e.RolloutCase):
+    prefix = "ve2e-rbg"
+
+    @classmethod
+    def config_text(cls, tb):
+        return e2e.example_config("rollout-bluegreen.yaml", tb.prefix)
+
+    def tearDown(self):
+        self.tb.knobs("green", "reset=true")
+
+    def green_client_requests(self):
+        """Requests green's backend counted from client addresses (10.0.1.x), and from the lb (probes)."""
+        clients = self.tb.backend_stats("green")["http"]["clients"]
+        from_clients = sum(c["requests"] for a, c in clients.items() if a.startswith("10.0.1."))
+        from_lb = sum(c["requests"] for a, c in clients.items() if not a.startswith("10.0.1."))
+        return from_clients, from_lb
+
+    def long_lived(self, src):
+        client = self.tb.long_client("--proto", "http", "--dst", e2e.VIP4, "--port", 80, "--src", src,
+                                     "--connections", LONG_LIVED, "--interval", 0.2, "--duration", 120)
+        self.addCleanup(client.kill)
+        ready = client.ready()
+        self.assertTrue(all(c["error"] is None for c in ready["connections"]), ready)
+        return client, ready
+
+    def test_probes_switch_watch_and_switch_back(self):
+        traffic = self.start_traffic("10.0.1.11-10.0.1.40", 200, 150, "--progress", 1)
+        traffic.next_progress()
+        long_blue, ready = self.long_lived("10.0.1.41")
+        self.assertEqual({c["variant"] for c in ready["connections"]}, {"blue"})
+
+        # 1. green fails its probes: the switch is refused, no client traffic ever moves
+        self.tb.knobs("green", "error_rate=0.5")
+        recorder = e2e.StatusRecorder(self.veerd, "ranker", 0.1)
+        try:
+            self.veerd.rollout("ranker", "start")
+            svc, took = self.wait_status("pre-promotion abort", lambda s: s["rollout"]["phase"] == "Aborted", 15)
+            time.sleep(1.5)  # and nothing moves afterwards either
+        finally:
+            samples = recorder.stop()
+        self.print_events()
+        print(f"  failing preview: aborted after {took:.1f} s; {e2e.format_rollout(svc)}", flush=True)
+        self.assertEqual(max(e2e.applied(s)["green"] for _, s in samples), 0.0, "green got weight")
+        self.assertEqual(max(e2e.desired(s)["green"] for _, s in samples), 0.0, "green was desired")
+        from_clients, from_lb = self.green_client_requests()
+        self.assertEqual(from_clients, 0, "client traffic reached the failing preview")
+        self.assertGreater(from_lb, 0, "no probe requests reached the preview")
+        print(f"  probe requests green answered: {from_lb}", flush=True)
+        kinds = [e["kind"] for e in self.veerd.events("ranker")]
+        self.assertNotIn("switch", kinds)
+
+        # 2. a healthy green: retry -> probes pass -> auto_promote switches
+        self.tb.knobs("green", "reset=true")
+        since = self.status()["rollout"].get("events_next", 0)
+        self.veerd.rollout("ranker", "retry")
+        svc, took = self.wait_status("switch to green", lambda s: e2e.applied(s) == {"blue": 0.0, "green": 100.0}, 15)
+        print(f"  healthy preview: switched after {took:.1f} s; {e2e.format_rollout(svc)}", flush=True)
+        self.assertEqual(svc["rollout"]["phase"], "PostPromotion", e2e.format_rollout(svc))
+        window = traffic.window_after_now()
+        self.assertEqual(list(window), ["green"], f"new connections after the switch: {window}")
+        long_green, ready = self.long_lived("10.0.1.42")
+        self.assertEqual({c["variant"] for c in ready["connections"]}, {"green"})
+        time.sleep(2)
+        svc = self.status()
+        self.assertEqual(svc["rollout"]["phase"], "PostPromotion", e2e.format_rollout(svc))
+
+        # 3. breach in the post-promotion watch: switch back to blue
+        t_change, _ = self.tb.knobs_timed("green", {"latency": "fixed:200"})
+        svc, _ = self.wait_status("switch back to blue", lambda s: e2e.applied(s) == {"blue": 100.0, "green": 0.0},
+                                  15)
+        reaction = time.time() - t_change
+        self.print_events(since=since)
+        print(f"  post-promotion breach (green latency 200 ms, gate max 100): switched back in {reaction:.2f} s; "
+              f"{e2e.format_rollout(svc)}", flush=True)
+        self.assertEqual(svc["rollout"]["phase"], "Aborted")
+        self.assertEqual(svc["stable"], "blue")
+        aborts = [e for e in self.veerd.events("ranker", since) if e["kind"] == "abort"]
+        self.assertEqual(len(aborts), 1, aborts)
+        self.assertIn("latency_p95_ms", aborts[0]["message"])
+        self.assertGreater(aborts[0]["values"]["value"], 100.0, aborts[0])
+        time.sleep(1.0)  # requests sent to green before the switch back (200 ms each) are answered
+        window = traffic.window_after_now()
+        self.assertEqual(list(window), ["blue"], f"new connections after the switch back: {window}")
+        time.sleep(2)  # the long-lived connections keep talking after both switches
+
+        for name, client, variant in (("opened on blue", long_blue, "blue"), ("opened on green", long_green, "green")):
+            done = client.finish()
+            s = done["summary"]
+            print(f"  long-lived {name}: {s}", flush=True)
+            self.assertEqual(s["errors"], 0, [c for c in done["connections"] if c["error"]])
+            self.assertEqual(s["changed_variant"], 0)
+            for c in done["connections"]:
+                self.assertEqual(c["variants"], {variant: c["sent"]}, c)
+                self.assertGreaterEqual(c["sent"], 10, c)
+        done = traffic.stop()
+        t = done["totals"]
+        self.assertEqual((t["resets"], t["refused"], t["http_5xx"]), (0, 0, 0), t)
+
+
+if __name__ == "__main__":
+    e2e.main()
