@@ -541,7 +541,11 @@ json Daemon::rollout_status(const Service& s) const {
   if (st.phase == RolloutPhase::PostPromotion && rc.post_promotion) total = rc.post_promotion->duration;
   out["pause_remaining_ms"] = nullptr;
   if (total) {
-    const Millis since = std::max(Millis{0}, Millis{unix_ms()} - st.last_update);
+    // Right after a restart the engine has not counted anything since
+    // last_update (that was downtime): nothing has run off the pause yet.
+    const Millis since = s.rt->engine->resumed_without_input()
+                             ? Millis{0}
+                             : std::max(Millis{0}, Millis{unix_ms()} - st.last_update);
     out["pause_remaining_ms"] = std::max<int64_t>(0, (*total - st.pause_spent - since).count());
   }
   json weights = json::object();

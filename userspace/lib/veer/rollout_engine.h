@@ -86,6 +86,9 @@ class RolloutEngine {
   Decision retry(Millis now);                                      // Aborted -> step 0
 
   const RolloutState& state() const { return state_; }
+  // True between a restore from persisted state and the first input after
+  // it: the time since state().last_update was downtime, not pause time.
+  bool resumed_without_input() const { return restored_; }
   const RolloutConfig& config() const { return rollout_; }
   const ServiceConfig& service() const { return service_; }
   bool active() const;  // a phase in which tick() evaluates gates or moves on
