@@ -325,7 +325,8 @@ say "veerctl events ranker"
 veerctl events ranker
 veerctl --json events ranker | python3 -c '
 import json, sys
-events = [json.loads(line) for line in sys.stdin if line.strip()]  # --json events: one event a line
+# --json events: the daemon answer lines as they came, {"ok":true,"result":{"events":[...],"next":N}}
+events = [e for line in sys.stdin if line.strip() for e in json.loads(line)["result"]["events"]]
 aborts = [e for e in events if e["kind"] == "abort"]
 value = aborts[-1]["values"].get("value", 0) if aborts else 0
 if value > 200:
