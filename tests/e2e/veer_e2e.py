@@ -258,17 +258,23 @@ class LongClient:
             self.kill()
 
     def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        for t in self.drains:
-            t.join(timeout=5)
-        self.proc.stdout.close()
-        self.proc.stderr.close()
-        try:
-            os.unlink(self.stop_file)
-        except FileNotFoundError:
-            pass
+        _stop_client(self.proc, self.drains, self.stop_file)
+
+
+def _stop_client(proc, readers, stop_file):
+    """Ends a background client process: kill it if still running, join its output readers, close its
+    pipes, remove its stop file."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    for t in readers:
+        t.join(timeout=5)
+    proc.stdout.close()
+    proc.stderr.close()
+    try:
+        os.unlink(stop_file)
+    except FileNotFoundError:
+        pass
 
 
 class Veerd:
@@ -671,17 +677,7 @@ class RateClient:
             self.kill()
 
     def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        for t in self.threads:
-            t.join(timeout=5)
-        self.proc.stdout.close()
-        self.proc.stderr.close()
-        try:
-            os.unlink(self.stop_file)
-        except FileNotFoundError:
-            pass
+        _stop_client(self.proc, self.threads, self.stop_file)
 
 
 def _veerd_request(self, obj, timeout=5.0):
