@@ -55,21 +55,25 @@ uint32_t slot_rank_hash(uint32_t seed, uint32_t slot) {
   return veer_hash_final(h, 8);
 }
 
-// rank_of[s] = position of slot s in the seeded order (0 = highest rank).
-// Cached for the last seed: the order is the same for every service of a node.
-const std::vector<uint32_t>& ranks_for(uint32_t seed) {
-  thread_local uint32_t cached_seed = 0;
-  thread_local std::vector<uint32_t> cached;
-  if (!cached.empty() && cached_seed == seed) return cached;
+// The seeded slot order: by_rank[r] = the slot at rank r (0 = highest). Cached for the last seed: the order is
+// the same for every service of a node, so a weight change sorts nothing.
+struct SlotOrder {
+  uint32_t seed = 0;
+  std::vector<uint32_t> by_rank;
+};
+
+const SlotOrder& order_for(uint32_t seed) {
+  thread_local SlotOrder cached;
+  if (!cached.by_rank.empty() && cached.seed == seed) return cached;
   std::vector<std::pair<uint32_t, uint32_t>> keyed(VEER_SLOTS);
   for (uint32_t s = 0; s < VEER_SLOTS; ++s) keyed[s] = {slot_rank_hash(seed, s), s};
   // Descending hash, ties by slot number: a strict total order.
   std::sort(keyed.begin(), keyed.end(), [](const auto& a, const auto& b) {
     return a.first != b.first ? a.first > b.first : a.second < b.second;
   });
-  cached.assign(VEER_SLOTS, 0);
-  for (uint32_t r = 0; r < VEER_SLOTS; ++r) cached[keyed[r].second] = r;
-  cached_seed = seed;
+  cached.by_rank.assign(VEER_SLOTS, 0);
+  for (uint32_t r = 0; r < VEER_SLOTS; ++r) cached.by_rank[r] = keyed[r].second;
+  cached.seed = seed;
   return cached;
 }
 
@@ -141,19 +145,18 @@ SlotTable rebalance(const SlotTable& current, const std::vector<uint32_t>& weigh
   check_inputs(weights_bp, stable, backends);
   if (current.slots.size() != VEER_SLOTS) throw std::invalid_argument("slot table: wrong size");
   const size_t n = weights_bp.size();
-  const std::vector<uint32_t>& rank = ranks_for(seed);
+  const SlotOrder& order = order_for(seed);
 
-  // Slots of each variant, highest rank first. Slots with no variant, or a
-  // variant that no longer exists, start in the released pool.
+  // Slots of each variant, highest rank first: one walk in rank order, no
+  // sort (a weight change is on the control path the issue times). Slots
+  // with no variant, or a variant that no longer exists, start released.
   std::vector<std::vector<uint32_t>> owned(n);
-  std::vector<uint32_t> pool;
-  for (uint32_t s = 0; s < VEER_SLOTS; ++s) {
+  std::vector<uint8_t> released(VEER_SLOTS, 0);
+  for (uint32_t s : order.by_rank) {
     const uint8_t v = current.slots[s].variant;
     if (v < n) owned[v].push_back(s);
-    else pool.push_back(s);
+    else released[s] = 1;
   }
-  auto by_rank = [&](uint32_t a, uint32_t b) { return rank[a] < rank[b]; };
-  for (auto& list : owned) std::sort(list.begin(), list.end(), by_rank);
 
   SlotTable next = current;
   for (size_t v = 0; v < n; ++v) {
@@ -162,15 +165,18 @@ SlotTable rebalance(const SlotTable& current, const std::vector<uint32_t>& weigh
     if (v == stable) {
       // Stable gives up its highest-ranked slots: the ones non-stable
       // variants are drawn to, which keeps two-variant tables path independent.
-      pool.insert(pool.end(), owned[v].begin(), owned[v].begin() + static_cast<long>(surplus));
+      for (size_t i = 0; i < surplus; ++i) released[owned[v][i]] = 1;
       owned[v].erase(owned[v].begin(), owned[v].begin() + static_cast<long>(surplus));
     } else {
       // A shrinking non-stable variant gives up its lowest-ranked slots.
-      pool.insert(pool.end(), owned[v].end() - static_cast<long>(surplus), owned[v].end());
+      for (size_t i = owned[v].size() - surplus; i < owned[v].size(); ++i) released[owned[v][i]] = 1;
       owned[v].resize(owned[v].size() - surplus);
     }
   }
-  std::sort(pool.begin(), pool.end(), by_rank);
+  // The released pool, highest rank first (a second walk in rank order).
+  std::vector<uint32_t> pool;
+  for (uint32_t s : order.by_rank)
+    if (released[s]) pool.push_back(s);
   size_t taken = 0;
   auto give = [&](size_t v) {
     const size_t need = weights_bp[v] - owned[v].size();
