@@ -24,8 +24,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 VEER_INLINE int veer_process(struct veer_pkt *pkt, const enum veer_hook hook)
 {
 	struct veer_hdrs h = {};
-	struct veer_flow_key key;
-	struct veer_match m = {};
+	struct veer_match m;
 	struct veer_nat_target t;
 	struct veer_l4_diff d = {};
 	struct veer_tel tel = {};
@@ -40,7 +39,7 @@ VEER_INLINE int veer_process(struct veer_pkt *pkt, const enum veer_hook hook)
 	if (r != VEER_CONTINUE)
 		return veer_end(hook, r);
 
-	r = veer_classify(&h, &key, &m);
+	r = veer_classify(&h, &m);
 	if (r != VEER_CONTINUE)
 		return veer_end(hook, r);
 
@@ -52,21 +51,20 @@ VEER_INLINE int veer_process(struct veer_pkt *pkt, const enum veer_hook hook)
 	if (r != VEER_CONTINUE)
 		return veer_end(hook, r);
 
-	/* One clock read per service packet, shared by the flow table and the
+	/* One clock read per service packet, shared by the handshakes and the
 	 * next-hop cache. */
 	now = bpf_ktime_get_coarse_ns();
 	if (m.kind == VEER_MATCH_FLOW) {
-		veer_flow_touch(m.flow, now);
-		veer_tel_client(&h, &key, m.flow, now, &tel);
+		veer_tel_client(&h, m.flow, now, &tel);
 		veer_target_from_flow(m.flow, &t);
 	} else if (m.kind == VEER_MATCH_NEW) {
-		r = veer_flow_create(m.svc, &h, &key, &t, now, &tel);
+		r = veer_flow_create(m.svc, &h, &m.id, &t, now, &tel);
 		if (r != VEER_CONTINUE)
 			return veer_end(hook, r);
 	} else {
 		/* Before the rewrite: it reads the reply's own tuple and payload. */
-		veer_tel_reply(pkt, hook, &h, &key, m.rev, &tel);
-		veer_target_from_rev(m.rev, &t);
+		veer_tel_reply(pkt, hook, &h, m.flow, &tel);
+		veer_target_from_reply(m.rev, m.flow, &t);
 	}
 
 	veer_nat_rewrite(&h, &t, &d);

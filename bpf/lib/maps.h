@@ -2,7 +2,7 @@
 /*
  * Every map of the data plane, BTF-defined. Names, types and sizes are part
  * of the ABI with userspace (bpf/include/veer/abi.h): veerd pins the maps by
- * these names and may resize veer_flows / veer_nat_rev before load
+ * these names and may resize veer_flows before load
  * (node.flow_table_size). Nothing here but map definitions.
  */
 #ifndef VEER_LIB_MAPS_H
@@ -36,21 +36,23 @@ struct {
 	__type(value, struct veer_backend);
 } veer_backends SEC(".maps");
 
-/* Client tuple (client -> VIP) -> chosen backend. */
+/* (client, client port, service) -> chosen backend and request state: one
+ * entry per flow, read by both directions (abi.h). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, VEER_FLOW_TABLE_DEFAULT);
-	__type(key, struct veer_flow_key);
+	__type(key, struct veer_flow_id);
 	__type(value, struct veer_flow);
 } veer_flows SEC(".maps");
 
-/* Reply tuple (backend -> client) -> the VIP to put back. */
+/* Backend (address, port, proto, family) -> its service, VIP and port:
+ * what tells a reply from other traffic of a backend. Written by userspace. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, VEER_FLOW_TABLE_DEFAULT);
-	__type(key, struct veer_flow_key);
-	__type(value, struct veer_nat_rev);
-} veer_nat_rev SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, VEER_BACKEND_REV_MAX);
+	__type(key, struct veer_backend_rev_key);
+	__type(value, struct veer_backend_rev);
+} veer_backend_rev SEC(".maps");
 
 /* service_id * VEER_MAX_VARIANTS + variant -> per-CPU counters. */
 struct {

@@ -33,12 +33,15 @@ VEER_INLINE void veer_target_from_flow(const struct veer_flow *f, struct veer_na
 	t->to_client = 0;
 }
 
-VEER_INLINE void veer_target_from_rev(const struct veer_nat_rev *r, struct veer_nat_target *t)
+/* A reply: the VIP and port of the backend's service go back as the source;
+ * the counters are those of the flow's variant. */
+VEER_INLINE void veer_target_from_reply(const struct veer_backend_rev *r, const struct veer_flow *f,
+					struct veer_nat_target *t)
 {
 	t->addr = r->vip;
 	t->port = r->vport;
-	t->service_id = r->service_id;
-	t->variant = r->variant;
+	t->service_id = f->service_id;
+	t->variant = f->variant;
 	t->to_client = 1;
 }
 

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Which packets are ours and where they go: the port pre-filter, the flow
- * table (established flows), the service lookup, the reverse-NAT lookup for
- * replies, and for a new flow the seeded hash -> slot -> (variant, backend)
- * selection plus the flow/reverse entries it creates (SPEC §2.2).
+ * Which packets are ours and where they go: the port pre-filter, the service
+ * lookup, the flow table (one entry per flow for both directions), the
+ * backend -> service lookup that tells replies from other backend traffic,
+ * and for a new flow the seeded hash -> slot -> (variant, backend) selection
+ * plus the flow entry it creates (SPEC §2.2).
  */
 #ifndef VEER_LIB_SELECT_H
 #define VEER_LIB_SELECT_H
@@ -22,9 +23,10 @@ enum veer_match_kind {
 };
 
 struct veer_match {
-	struct veer_flow *flow;      /* VEER_MATCH_FLOW */
-	struct veer_service *svc;    /* VEER_MATCH_NEW */
-	struct veer_nat_rev *rev;    /* VEER_MATCH_REPLY */
+	struct veer_flow *flow;       /* VEER_MATCH_FLOW, VEER_MATCH_REPLY */
+	struct veer_service *svc;     /* VEER_MATCH_NEW */
+	struct veer_backend_rev *rev; /* VEER_MATCH_REPLY */
+	struct veer_flow_id id;       /* VEER_MATCH_NEW: the key to insert */
 	enum veer_match_kind kind;
 };
 
@@ -38,11 +40,34 @@ VEER_INLINE __u8 veer_port_bits(__be16 port)
 	return bits ? *bits : 0;
 }
 
+/* The packet's source (source = 1) or destination (source = 0) address;
+ * IPv4's addr[1..3] zero (keys are hashed as bytes). */
+VEER_INLINE void veer_addr_of(const struct veer_hdrs *h, int source, struct veer_addr *a)
+{
+	if (h->family == VEER_AF_INET) {
+		a->addr[0] = source ? h->ip4->saddr : h->ip4->daddr;
+		a->addr[1] = 0;
+		a->addr[2] = 0;
+		a->addr[3] = 0;
+	} else {
+		__builtin_memcpy(a, source ? &h->ip6->saddr : &h->ip6->daddr, sizeof(*a));
+	}
+}
+
+VEER_INLINE int veer_addr_eq(const struct veer_addr *a, const struct veer_addr *b)
+{
+	return a->addr[0] == b->addr[0] && a->addr[1] == b->addr[1] && a->addr[2] == b->addr[2] &&
+	       a->addr[3] == b->addr[3];
+}
+
 /* Finds what the packet is; anything else passes untouched (SPEC §2.1).
- * Fills key with the packet's tuple only once the port filter let it
- * through: non-service packets cost parsing and two array loads. */
-VEER_INLINE int veer_classify(const struct veer_hdrs *h, struct veer_flow_key *key,
-			      struct veer_match *m)
+ * Non-service packets cost parsing and two array loads (the port filter).
+ * Client packet: the service by (VIP, port), then the flow by (client, client
+ * port, service). Reply: the service of the source backend
+ * (veer_backend_rev), then the flow by (destination = client, its port,
+ * service), which must name this backend: otherwise the backend is talking
+ * to someone else (or the flow is gone) and the packet is not ours. */
+VEER_INLINE int veer_classify(const struct veer_hdrs *h, struct veer_match *m)
 {
 	int tcp = h->proto == VEER_PROTO_TCP;
 	int client = veer_port_bits(h->ports->dst) &
@@ -52,47 +77,50 @@ VEER_INLINE int veer_classify(const struct veer_hdrs *h, struct veer_flow_key *k
 
 	if (!client && !reply)
 		return VEER_R_PASS_NOT_SERVICE;
-	veer_flow_key_of(h, key);
+	/* pad must be zero: the key is hashed as bytes. */
+	m->id.pad = 0;
+	m->id.proto = h->proto;
+	m->id.family = h->family;
 
 	if (client) {
 		struct veer_service_key skey;
 
-		/* Established flows first: they never need the service. */
-		m->flow = bpf_map_lookup_elem(&veer_flows, key);
-		if (m->flow) {
-			m->kind = VEER_MATCH_FLOW;
-			return VEER_CONTINUE;
-		}
-		skey.vip = key->dst;
-		skey.port = key->dport;
-		skey.proto = key->proto;
-		skey.family = key->family;
+		veer_addr_of(h, 0, &skey.vip);
+		skey.port = h->ports->dst;
+		skey.proto = h->proto;
+		skey.family = h->family;
 		m->svc = bpf_map_lookup_elem(&veer_services, &skey);
 		if (m->svc) {
-			m->kind = VEER_MATCH_NEW;
+			veer_addr_of(h, 1, &m->id.client);
+			m->id.client_port = h->ports->src;
+			m->id.service_id = (__u16)m->svc->id;
+			m->flow = bpf_map_lookup_elem(&veer_flows, &m->id);
+			m->kind = m->flow ? VEER_MATCH_FLOW : VEER_MATCH_NEW;
 			return VEER_CONTINUE;
 		}
 	}
 	if (reply) {
-		/* The reply's own tuple (src = backend, dst = client) is the
-		 * reverse key. */
-		m->rev = bpf_map_lookup_elem(&veer_nat_rev, key);
-		if (m->rev) {
+		struct veer_backend_rev_key bkey;
+		struct veer_flow *flow;
+
+		veer_addr_of(h, 1, &bkey.addr);
+		bkey.port = h->ports->src;
+		bkey.proto = h->proto;
+		bkey.family = h->family;
+		m->rev = bpf_map_lookup_elem(&veer_backend_rev, &bkey);
+		if (!m->rev)
+			return VEER_R_PASS_NOT_SERVICE;
+		veer_addr_of(h, 0, &m->id.client);
+		m->id.client_port = h->ports->dst;
+		m->id.service_id = m->rev->service_id;
+		flow = bpf_map_lookup_elem(&veer_flows, &m->id);
+		if (flow && flow->backend_port == bkey.port && veer_addr_eq(&flow->backend, &bkey.addr)) {
+			m->flow = flow;
 			m->kind = VEER_MATCH_REPLY;
 			return VEER_CONTINUE;
 		}
 	}
 	return VEER_R_PASS_NOT_SERVICE;
-}
-
-/* Keeps last_seen fresh without writing the shared cache line on every
- * packet. now: the packet's bpf_ktime_get_coarse_ns() reading (jiffies
- * resolution, kernel 5.11+: enough for a one-second granularity, cheaper than
- * bpf_ktime_get_ns()), read once and shared with the next-hop cache. */
-VEER_INLINE void veer_flow_touch(struct veer_flow *flow, __u64 now)
-{
-	if ((__s64)(now - flow->last_seen_ns) >= (__s64)VEER_LAST_SEEN_GRANULARITY_NS)
-		flow->last_seen_ns = now;
 }
 
 /* Hash -> slot of the active table -> (variant, backend) -> backend entry. */
@@ -138,33 +166,39 @@ VEER_INLINE int veer_select_backend(const struct veer_service *svc, const struct
 }
 
 /* A client packet of an unknown flow (any packet, no SYN needed): select,
- * record the flow and its reverse entry, fill the NAT target. Telemetry
- * (lib/telemetry.h) starts in the entries themselves, at no extra lookup: a
- * packet with payload starts a request, a SYN a handshake. */
+ * record the flow (id: its key, from veer_classify), fill the NAT target.
+ * Telemetry (lib/telemetry.h) starts in the entry itself: a packet with
+ * payload starts a request, a SYN a handshake. */
 VEER_INLINE int veer_flow_create(const struct veer_service *svc, const struct veer_hdrs *h,
-				 const struct veer_flow_key *key, struct veer_nat_target *t, __u64 now,
+				 const struct veer_flow_id *id, struct veer_nat_target *t, __u64 now,
 				 struct veer_tel *tel)
 {
+	struct veer_flow_key tuple, rkey;
 	struct veer_flow flow;
-	struct veer_flow_key rkey;
-	struct veer_nat_rev rev;
 	int r;
 
-	r = veer_select_backend(svc, key, &flow);
+	/* The whole tuple: what the hash of connection affinity reads, and
+	 * (reversed) the handshake's key. Only new flows build it. */
+	veer_flow_key_of(h, &tuple);
+	r = veer_select_backend(svc, &tuple, &flow);
 	if (r != VEER_CONTINUE)
 		return r;
-	flow.last_seen_ns = now;
-	if (h->payload_len)
+	/* The request this packet starts, if it carries payload (a UDP
+	 * datagram, or TCP data of a flow the table had lost). */
+	flow.req_ts_ns = 0;
+	if (h->payload_len) {
 		flow.state = VEER_FLOW_S_REQUEST_PENDING;
+		flow.req_ts_ns = bpf_ktime_get_ns();
+	}
 	tel->reset = veer_is_rst(h);
 
 	/* NOEXIST: if another CPU created this flow meanwhile (its first
 	 * packets raced, maybe across a table flip), its choice wins so every
 	 * packet of the flow goes the same way. */
-	if (bpf_map_update_elem(&veer_flows, key, &flow, BPF_NOEXIST) == 0) {
+	if (bpf_map_update_elem(&veer_flows, id, &flow, BPF_NOEXIST) == 0) {
 		veer_count_new_flow(flow.service_id, flow.variant);
 	} else {
-		struct veer_flow *existing = bpf_map_lookup_elem(&veer_flows, key);
+		struct veer_flow *existing = bpf_map_lookup_elem(&veer_flows, id);
 
 		if (existing)
 			flow = *existing;
@@ -172,19 +206,10 @@ VEER_INLINE int veer_flow_create(const struct veer_service *svc, const struct ve
 		 * the next packet selects the same backend again. */
 	}
 
-	veer_reverse_key(key, &flow.backend, flow.backend_port, &rkey);
-	__builtin_memset(&rev, 0, sizeof(rev));
-	rev.vip = key->dst;
-	rev.vport = key->dport;
-	rev.service_id = flow.service_id;
-	rev.variant = flow.variant;
-	/* The request this packet starts, if it carries payload (a UDP
-	 * datagram, or TCP data of a flow the table had lost). */
-	if (flow.state & VEER_FLOW_S_REQUEST_PENDING)
-		rev.req_ts_ns = bpf_ktime_get_ns();
-	bpf_map_update_elem(&veer_nat_rev, &rkey, &rev, BPF_ANY);
-	if (veer_is_syn(h))
+	if (veer_is_syn(h)) {
+		veer_reverse_key(&tuple, &flow.backend, flow.backend_port, &rkey);
 		veer_handshake_start(&rkey, flow.service_id, flow.variant, now);
+	}
 
 	veer_target_from_flow(&flow, t);
 	return VEER_CONTINUE;

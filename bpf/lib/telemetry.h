@@ -4,16 +4,15 @@
  * side, unanswered TCP handshakes, the response latency of each request, and
  * the HTTP/1.x status class of its response.
  *
- * Request/response tracking, at a bounded cost per packet:
+ * Request/response tracking, at a bounded cost per packet and no lookup of
+ * its own: both directions hold the flow entry (struct veer_flow) anyway.
  * - client packet with payload, flow not REQUEST_PENDING: a request starts.
- *   Its time goes into the flow's reverse entry (req_ts_ns, which the reply
- *   reads anyway), the flow gets REQUEST_PENDING. One extra lookup (the
- *   reverse entry); later segments of the same request see the bit: no cost.
+ *   Its time goes into the flow (req_ts_ns), the flow gets REQUEST_PENDING.
+ *   Later segments of the same request see the bit: no cost.
  * - reply with payload and req_ts_ns set: the first answer to the request.
  *   One histogram increment (bucket index by bit tricks, no loop), the status
- *   class from the first 12 payload bytes, req_ts_ns = 0, and one lookup of
- *   the flow entry to clear REQUEST_PENDING. Later reply segments see
- *   req_ts_ns == 0: no cost.
+ *   class from the first 12 payload bytes, req_ts_ns = 0 and REQUEST_PENDING
+ *   cleared. Later reply segments see req_ts_ns == 0: no cost.
  * Every other packet pays only a few compares on fields already loaded.
  * A request whose answer never comes leaves the flow pending: no further
  * request of that flow is measured until a reply with payload arrives (or a
@@ -87,37 +86,32 @@ VEER_INLINE void veer_handshake_start(const struct veer_flow_key *rkey, __u16 se
 }
 
 /* A client packet of an established flow (flow: the map's value). New flows
- * get their initial state in veer_flow_create, at no extra lookup. */
-VEER_INLINE void veer_tel_client(const struct veer_hdrs *h, const struct veer_flow_key *key,
-				 struct veer_flow *flow, __u64 now, struct veer_tel *tel)
+ * get their initial state in veer_flow_create. */
+VEER_INLINE void veer_tel_client(const struct veer_hdrs *h, struct veer_flow *flow, __u64 now,
+				 struct veer_tel *tel)
 {
-	struct veer_flow_key rkey;
-	struct veer_nat_rev *rev;
 	__u8 state = flow->state;
 
 	tel->reset = veer_is_rst(h);
 	if (veer_is_syn(h)) {
 		/* A SYN on a known tuple: a retransmit, or a new connection
 		 * reusing the tuple; either way nothing of an older request
-		 * is still to be answered. Only SYNs pay for this. */
-		veer_reverse_key(key, &flow->backend, flow->backend_port, &rkey);
+		 * is still to be answered. Only SYNs pay for the tuple. */
+		struct veer_flow_key tuple, rkey;
+
+		veer_flow_key_of(h, &tuple);
+		veer_reverse_key(&tuple, &flow->backend, flow->backend_port, &rkey);
 		veer_handshake_start(&rkey, flow->service_id, flow->variant, now);
 		if (state & VEER_FLOW_S_REQUEST_PENDING) {
-			rev = bpf_map_lookup_elem(&veer_nat_rev, &rkey);
-			if (rev)
-				rev->req_ts_ns = 0;
+			flow->req_ts_ns = 0;
 			flow->state = state & ~VEER_FLOW_S_REQUEST_PENDING;
 		}
 		return;
 	}
 	if (h->payload_len == 0 || (state & VEER_FLOW_S_REQUEST_PENDING))
 		return;
-	veer_reverse_key(key, &flow->backend, flow->backend_port, &rkey);
-	rev = bpf_map_lookup_elem(&veer_nat_rev, &rkey);
-	if (!rev)
-		return; /* its replies cannot be translated either */
 	/* Time first, then the bit: a reply that sees the bit finds the time. */
-	rev->req_ts_ns = bpf_ktime_get_ns();
+	flow->req_ts_ns = bpf_ktime_get_ns();
 	flow->state = state | VEER_FLOW_S_REQUEST_PENDING;
 }
 
@@ -154,37 +148,40 @@ VEER_INLINE __u8 veer_http_class(const struct veer_pkt *pkt, const enum veer_hoo
 	return b[9] - '0';
 }
 
-/* A backend reply (rev: the reverse entry, key: the reply's own tuple). */
+/* A backend reply (flow: the flow it answers, already checked to name this
+ * backend). */
 VEER_INLINE void veer_tel_reply(const struct veer_pkt *pkt, const enum veer_hook hook,
-				const struct veer_hdrs *h, const struct veer_flow_key *key,
-				struct veer_nat_rev *rev, struct veer_tel *tel)
+				const struct veer_hdrs *h, struct veer_flow *flow, struct veer_tel *tel)
 {
-	struct veer_flow_key fkey;
 	struct veer_latency_hist *hist;
-	struct veer_flow *flow;
 	__u64 req_ts, now, elapsed;
 	__u32 hist_key, bucket;
 
 	tel->reset = veer_is_rst(h);
 	if (veer_is_syn_ack(h)) {
-		/* The handshake was answered (key: the reverse tuple, as the
-		 * SYN stored it). Only SYN-ACKs pay for this. */
-		bpf_map_delete_elem(&veer_handshakes, key);
+		/* The handshake was answered: its key is the reply's own
+		 * tuple, as the SYN stored it. Only SYN-ACKs pay for this. */
+		struct veer_flow_key tuple;
+
+		veer_flow_key_of(h, &tuple);
+		bpf_map_delete_elem(&veer_handshakes, &tuple);
 		return;
 	}
 	if (h->payload_len == 0)
 		return;
-	req_ts = rev->req_ts_ns;
+	req_ts = flow->req_ts_ns;
 	if (req_ts == 0)
 		return;
-	rev->req_ts_ns = 0;
+	/* The client may start its next request. */
+	flow->req_ts_ns = 0;
+	flow->state &= ~VEER_FLOW_S_REQUEST_PENDING;
 	now = bpf_ktime_get_ns();
 	elapsed = now > req_ts ? now - req_ts : 0;
 	tel->response = 1;
 	tel->http_class = veer_http_class(pkt, hook, h);
 
-	if (rev->variant < VEER_MAX_VARIANTS && rev->service_id < VEER_MAX_SERVICES) {
-		hist_key = (__u32)rev->service_id * VEER_MAX_VARIANTS + rev->variant;
+	if (flow->variant < VEER_MAX_VARIANTS && flow->service_id < VEER_MAX_SERVICES) {
+		hist_key = (__u32)flow->service_id * VEER_MAX_VARIANTS + flow->variant;
 		hist = bpf_map_lookup_elem(&veer_latency, &hist_key);
 		bucket = veer_lat_bucket(elapsed);
 		/* < VEER_LAT_BUCKETS by construction; the verifier wants to
@@ -192,18 +189,6 @@ VEER_INLINE void veer_tel_reply(const struct veer_pkt *pkt, const enum veer_hook
 		if (hist && bucket < VEER_LAT_BUCKETS)
 			hist->bucket[bucket] += 1;
 	}
-
-	/* The client's flow (client -> VIP) may start its next request. */
-	__builtin_memset(&fkey, 0, sizeof(fkey));
-	fkey.src = key->dst;
-	fkey.dst = rev->vip;
-	fkey.sport = key->dport;
-	fkey.dport = rev->vport;
-	fkey.proto = key->proto;
-	fkey.family = key->family;
-	flow = bpf_map_lookup_elem(&veer_flows, &fkey);
-	if (flow)
-		flow->state &= ~VEER_FLOW_S_REQUEST_PENDING;
 }
 
 #endif /* VEER_LIB_TELEMETRY_H */

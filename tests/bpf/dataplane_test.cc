@@ -41,7 +41,7 @@ constexpr auto kTcxIngress = static_cast<bpf_attach_type>(46);
 std::string g_scratch;  // a private tmpfs for this run
 
 const std::vector<std::string> kMapNames = {"veer_services", "veer_slots",     "veer_backends",
-                                            "veer_flows",    "veer_nat_rev",   "veer_variant_stats",
+                                            "veer_flows",    "veer_backend_rev", "veer_variant_stats",
                                             "veer_reasons",  "veer_port_filter", "veer_meta",
                                             "veer_latency",  "veer_handshakes", "veer_handshake_timeouts",
                                             "veer_fib_cache"};
@@ -240,14 +240,16 @@ TEST_F(DataplaneTest, FreshOpenCreatesAndPinsEveryMap) {
   EXPECT_EQ(meta.abi_version, static_cast<uint32_t>(VEER_ABI_VERSION));
   EXPECT_EQ(meta.hash_seed, 0x1234u);
   EXPECT_GT(meta.created_ns, 0u);
-  // flow_table_size sizes both flow maps.
-  for (const std::string name : {"veer_flows", "veer_nat_rev"}) {
+  // flow_table_size sizes the flow table (the only map it sizes); the
+  // backend -> service map holds every backend a config can have.
+  for (const auto& [name, entries] : std::vector<std::pair<std::string, uint32_t>>{
+           {"veer_flows", 4096u}, {"veer_backend_rev", VEER_BACKEND_REV_MAX}}) {
     const int fd = bpf_obj_get((options_.pin_path + "/maps/" + name).c_str());
     ASSERT_GE(fd, 0);
     bpf_map_info info{};
     uint32_t len = sizeof(info);
     ASSERT_EQ(bpf_obj_get_info_by_fd(fd, &info, &len), 0);
-    EXPECT_EQ(info.max_entries, 4096u) << name;
+    EXPECT_EQ(info.max_entries, entries) << name;
     close(fd);
   }
   EXPECT_TRUE(dp->attachments().empty());
@@ -553,6 +555,28 @@ TEST_F(DataplaneTest, MapWriterRoundTripsAndNamesTheMapInErrors) {
   ASSERT_EQ(bpf_map_lookup_elem(pfd, &key, &bits), 0);
   EXPECT_EQ(bits, VEER_PORT_F_SERVICE_TCP);
   close(pfd);
+
+  veer_backend_rev_key rkey{};
+  rkey.addr.addr[0] = htonl(0x0a010102);
+  rkey.port = htons(8080);
+  rkey.proto = VEER_PROTO_TCP;
+  rkey.family = VEER_AF_INET;
+  veer_backend_rev rev{};
+  rev.vip.addr[0] = htonl(0x0a000064);
+  rev.vport = htons(80);
+  rev.service_id = 3;
+  w.put_backend_rev(rkey, rev);
+  const int rfd = bpf_obj_get((options_.pin_path + "/maps/veer_backend_rev").c_str());
+  ASSERT_GE(rfd, 0);
+  veer_backend_rev rgot{};
+  ASSERT_EQ(bpf_map_lookup_elem(rfd, &rkey, &rgot), 0);
+  EXPECT_EQ(rgot.service_id, 3);
+  EXPECT_EQ(rgot.vport, htons(80));
+  EXPECT_EQ(rgot.vip.addr[0], htonl(0x0a000064));
+  w.delete_backend_rev(rkey);
+  EXPECT_EQ(bpf_map_lookup_elem(rfd, &rkey, &rgot), -ENOENT);
+  w.delete_backend_rev(rkey);  // already gone: fine
+  close(rfd);
 }
 
 TEST_F(DataplaneTest, CountersAreSummedOverCpusAndFlowsAreLookedUp) {
@@ -591,17 +615,39 @@ TEST_F(DataplaneTest, CountersAreSummedOverCpusAndFlowsAreLookedUp) {
   fk.proto = VEER_PROTO_TCP;
   fk.family = VEER_AF_INET;
   EXPECT_FALSE(dp->lookup_flow(fk).has_value());
+  // The flow table is keyed by (client, client port, service): the tuple's
+  // VIP names the service.
+  veer_flow_id id{};
+  id.client = fk.src;
+  id.client_port = fk.sport;
+  id.service_id = 6;
+  id.proto = VEER_PROTO_TCP;
+  id.family = VEER_AF_INET;
   veer_flow flow{};
   flow.backend.addr[0] = htonl(0x0a010102);
   flow.backend_port = htons(8080);
+  flow.service_id = 6;
   flow.variant = 1;
   const int ffd = bpf_obj_get((options_.pin_path + "/maps/veer_flows").c_str());
-  ASSERT_EQ(bpf_map_update_elem(ffd, &fk, &flow, BPF_ANY), 0);
+  ASSERT_EQ(bpf_map_update_elem(ffd, &id, &flow, BPF_ANY), 0);
   close(ffd);
+  EXPECT_FALSE(dp->lookup_flow(fk).has_value()) << "no service at the tuple's VIP: no flow";
+  veer_service_key skey{};
+  skey.vip = fk.dst;
+  skey.port = fk.dport;
+  skey.proto = fk.proto;
+  skey.family = fk.family;
+  veer_service svc{};
+  svc.id = 5;
+  dp->writer().put_service(skey, svc);
+  EXPECT_FALSE(dp->lookup_flow(fk).has_value()) << "the VIP names another service than the flow's";
+  svc.id = 6;
+  dp->writer().put_service(skey, svc);
   const auto found = dp->lookup_flow(fk);
   ASSERT_TRUE(found.has_value());
   EXPECT_EQ(found->backend.addr[0], htonl(0x0a010102));
   EXPECT_EQ(found->variant, 1);
+  EXPECT_EQ(found->service_id, 6);
 }
 
 

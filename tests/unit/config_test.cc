@@ -241,6 +241,29 @@ TEST(Config, RefusesBadBackends) {
                  "metrics_url must be an http:// or https:// URL");
 }
 
+TEST(Config, RefusesABackendInTwoServices) {
+  // The data plane tells a backend's replies by the backend alone, so one
+  // backend (address, port, protocol) may serve one service only.
+  const std::string third = R"(  - name: ranker2
+    vip: 10.0.0.101
+    port: 80
+    stable: a
+    variants: { a: { backends: ["10.2.0.1:80", "10.1.3.3:8080"] } }
+)";
+  const ConfigError e = refusal(kGood + third);
+  EXPECT_EQ(e.line(), 43) << e.what();
+  EXPECT_EQ(e.column(), 48) << e.what();
+  EXPECT_EQ(e.reason(),
+            "backend '10.1.3.3:8080' (tcp) is already a backend of service 'ranker' (line 19): a backend may belong "
+            "to one service only");
+  EXPECT_NE(std::string(e.what()).find("veer.yaml:43:48: backend '10.1.3.3:8080' (tcp)"), std::string::npos)
+      << e.what();
+  // The same address on another port, or the same backend under the other
+  // protocol, is another backend.
+  EXPECT_NO_THROW(parse_config(kGood + with("\"10.1.3.3:8080\"] } }", "\"10.1.3.3:8081\"] } }", third), "f"));
+  EXPECT_NO_THROW(parse_config(kGood + with("    port: 80\n", "    port: 80\n    protocol: udp\n", third), "f"));
+}
+
 TEST(Config, RefusesDuplicateServiceName) {
   EXPECT_REFUSED(with("name: embed-v6", "name: ranker"), 26, "duplicate service name 'ranker' (first at line 11)");
 }

@@ -6,6 +6,7 @@
 #include <array>
 #include <cstring>
 #include <map>
+#include <stdexcept>
 
 #include "veer/service_tables.h"
 
@@ -15,7 +16,7 @@ namespace {
 // The maps as plain containers, plus a log of every write in order.
 class MemoryMaps : public MapWriter {
  public:
-  enum class Op { PutService, DeleteService, PutTable, PutBackend, PutPortFilter };
+  enum class Op { PutService, DeleteService, PutTable, PutBackend, PutPortFilter, PutBackendRev, DeleteBackendRev };
   struct Write {
     Op op;
     uint32_t index;  // table/backend index or port; 0 for services
@@ -58,6 +59,35 @@ class MemoryMaps : public MapWriter {
     port_filter[port] = bits;
     log.push_back({Op::PutPortFilter, port});
   }
+  using RevKeyBytes = std::array<uint8_t, sizeof(veer_backend_rev_key)>;
+  static RevKeyBytes bytes_of(const veer_backend_rev_key& k) {
+    RevKeyBytes b;
+    std::memcpy(b.data(), &k, sizeof k);
+    return b;
+  }
+  void put_backend_rev(const veer_backend_rev_key& key, const veer_backend_rev& value) override {
+    // A HASH map of VEER_BACKEND_REV_MAX entries refuses one more (E2BIG).
+    if (!backend_rev.count(bytes_of(key)) && backend_rev.size() >= VEER_BACKEND_REV_MAX)
+      throw std::runtime_error("veer_backend_rev is full");
+    backend_rev[bytes_of(key)] = value;
+    log.push_back({Op::PutBackendRev, ntohs(key.port)});
+  }
+  void delete_backend_rev(const veer_backend_rev_key& key) override {
+    backend_rev.erase(bytes_of(key));
+    log.push_back({Op::DeleteBackendRev, ntohs(key.port)});
+  }
+  // The entry of backend "ip:port" under `proto`, if any.
+  std::optional<veer_backend_rev> rev(const std::string& backend, Protocol proto = Protocol::Tcp) const {
+    const Endpoint ep = *Endpoint::parse(backend);
+    veer_backend_rev_key k{};
+    k.addr = ep.ip.to_abi();
+    k.port = htons(ep.port);
+    k.proto = proto == Protocol::Tcp ? VEER_PROTO_TCP : VEER_PROTO_UDP;
+    k.family = static_cast<__u8>(ep.ip.family);
+    auto it = backend_rev.find(bytes_of(k));
+    if (it == backend_rev.end()) return std::nullopt;
+    return it->second;
+  }
 
   std::optional<veer_service> service(const ServiceConfig& svc) const { return get_service(service_key(svc)); }
   SlotTable table(uint32_t index) const {
@@ -88,6 +118,7 @@ class MemoryMaps : public MapWriter {
   std::map<uint32_t, veer_slot_table> tables;
   std::map<uint32_t, veer_backend> backends;
   std::array<uint8_t, VEER_PORT_FILTER_SIZE> port_filter{};
+  std::map<RevKeyBytes, veer_backend_rev> backend_rev;
   std::vector<Write> log;
 };
 
@@ -411,6 +442,107 @@ TEST(ServiceTables, ShrinkingABackendListClearsTheStaleEntryAfterTheFlip) {
     if (maps.log[i].op == Op::PutBackend && maps.log[i].index == stale) cleared_at = i;
   EXPECT_GT(cleared_at, maps.last(Op::PutService, mark));
   for (const auto& s : tables.active_table(kId).slots) ASSERT_EQ(s.backend, 0);
+}
+
+TEST(ServiceTables, BackendRevNamesEachBackendsServiceBeforeTheServiceAppears) {
+  MemoryMaps maps;
+  ServiceTables tables(maps, kSeed);
+  const ServiceConfig svc = ranker();
+  tables.install(kId, svc, {9500, 500});
+  for (const std::string b : {"10.1.1.2:8080", "10.1.1.3:8080", "10.1.3.2:9090"}) {
+    SCOPED_TRACE(b);
+    auto rev = maps.rev(b);
+    ASSERT_TRUE(rev);
+    EXPECT_EQ(rev->service_id, kId);
+    EXPECT_EQ(IpAddress::from_abi(rev->vip, VEER_AF_INET).to_string(), "10.0.0.100");
+    EXPECT_EQ(rev->vport, htons(80));
+    EXPECT_FALSE(maps.rev(b, Protocol::Udp)) << "the protocol is part of the key";
+  }
+  EXPECT_EQ(maps.backend_rev.size(), 3u);
+  EXPECT_LT(maps.last(Op::PutBackendRev), maps.first(Op::PutService)) << "replies are known before flows exist";
+
+  // Unchanged on a reload: nothing rewritten.
+  const size_t mark = maps.log.size();
+  tables.install(kId, svc, {9000, 1000});
+  EXPECT_EQ(maps.count(Op::PutBackendRev, mark), 0u);
+  EXPECT_EQ(maps.count(Op::DeleteBackendRev, mark), 0u);
+}
+
+TEST(ServiceTables, BackendRevOfARemovedBackendStaysUntilTheServiceGoes) {
+  MemoryMaps maps;
+  ServiceTables tables(maps, kSeed);
+  tables.install(kId, ranker(), {10000, 0});
+  // 10.1.1.3 leaves the lists: its flows still need their replies translated.
+  const ServiceConfig shrunk = make_service("ranker", "10.0.0.100", 80, Protocol::Tcp,
+                                            {{"blue", {"10.1.1.2:8080"}}, {"canary", {"10.1.3.2:9090"}}}, "blue");
+  tables.install(kId, shrunk, {10000, 0});
+  ASSERT_TRUE(maps.rev("10.1.1.3:8080"));
+  EXPECT_EQ(maps.rev("10.1.1.3:8080")->service_id, kId);
+
+  // Another service may take it over (a reload moving it); removing the
+  // first service then leaves the new owner's entry alone.
+  const ServiceConfig other = make_service("other", "10.0.0.200", 443, Protocol::Tcp,
+                                           {{"a", {"10.1.1.3:8080"}}}, "a");
+  tables.install(kId + 1, other, {10000});
+  ASSERT_TRUE(maps.rev("10.1.1.3:8080"));
+  EXPECT_EQ(maps.rev("10.1.1.3:8080")->service_id, kId + 1);
+  EXPECT_EQ(maps.rev("10.1.1.3:8080")->vport, htons(443));
+
+  tables.remove(kId);
+  EXPECT_FALSE(maps.rev("10.1.1.2:8080"));
+  EXPECT_FALSE(maps.rev("10.1.3.2:9090"));
+  ASSERT_TRUE(maps.rev("10.1.1.3:8080"));
+  EXPECT_EQ(maps.rev("10.1.1.3:8080")->service_id, kId + 1);
+  tables.remove(kId + 1);
+  EXPECT_TRUE(maps.backend_rev.empty());
+}
+
+TEST(ServiceTables, BackendRevDropsTheLongestRemovedBackendsWhenFull) {
+  MemoryMaps maps;
+  ServiceTables tables(maps, kSeed);
+  // Fill the map with listed backends: 64 services x 8 variants x 64
+  // backends, except one service with room for 2 more.
+  auto service_with = [](uint32_t id, unsigned per_variant, unsigned first_port) {
+    std::vector<std::pair<std::string, std::vector<std::string>>> variants;
+    unsigned port = first_port;
+    for (unsigned v = 0; v < VEER_MAX_VARIANTS; ++v) {
+      variants.push_back({"v" + std::to_string(v), {}});
+      for (unsigned b = 0; b < per_variant; ++b)
+        variants.back().second.push_back("10.9." + std::to_string(id) + ".1:" + std::to_string(port++));
+    }
+    return make_service("s" + std::to_string(id), "10.0.1." + std::to_string(id), 80, Protocol::Tcp, variants,
+                        "v0");
+  };
+  auto weights = [] {
+    std::vector<uint32_t> w(VEER_MAX_VARIANTS, 0);
+    w[0] = VEER_WEIGHT_TOTAL;
+    return w;
+  };
+  for (uint32_t id = 1; id < VEER_MAX_SERVICES; ++id) tables.install(id, service_with(id, VEER_MAX_BACKENDS, 1000), weights());
+  ServiceConfig last = service_with(0, VEER_MAX_BACKENDS, 1000);
+  last.variants[0].backends.resize(VEER_MAX_BACKENDS - 2);
+  tables.install(0, last, weights());
+  ASSERT_EQ(maps.backend_rev.size(), VEER_BACKEND_REV_MAX - 2u);
+
+  // Two reloads each swap one backend for a new one: the removed ones are
+  // kept while there is room...
+  ServiceConfig step1 = last;
+  step1.variants[0].backends[0] = *Endpoint::parse("10.9.0.2:1");
+  tables.install(0, step1, weights());
+  ServiceConfig step2 = step1;
+  step2.variants[0].backends[1] = *Endpoint::parse("10.9.0.2:2");
+  tables.install(0, step2, weights());
+  EXPECT_EQ(maps.backend_rev.size(), VEER_BACKEND_REV_MAX);
+  EXPECT_TRUE(maps.rev("10.9.0.1:1000"));
+  EXPECT_TRUE(maps.rev("10.9.0.1:1001"));
+  // ...and once the map is full, a new backend pushes out the one removed first.
+  ServiceConfig step3 = step2;
+  step3.variants[0].backends[2] = *Endpoint::parse("10.9.0.2:3");
+  tables.install(0, step3, weights());
+  EXPECT_EQ(maps.backend_rev.size(), VEER_BACKEND_REV_MAX);
+  EXPECT_FALSE(maps.rev("10.9.0.1:1000")) << "removed first, dropped first";
+  EXPECT_TRUE(maps.rev("10.9.0.1:1001"));
+  EXPECT_TRUE(maps.rev("10.9.0.2:3"));
 }
 
 TEST(ServiceTables, BadInputWritesNothing) {

@@ -2,6 +2,7 @@
 // maps, loads the programs, attaches them, and is the MapWriter over the maps.
 #include "veer/dataplane.h"
 
+#include <arpa/inet.h>
 #include <net/if.h>
 #include <time.h>
 #include <unistd.h>
@@ -113,7 +114,8 @@ std::string describe(uint32_t type, uint32_t key, uint32_t value, uint32_t entri
          " B, " + std::to_string(entries) + " entries, flags 0x" + std::to_string(flags);
 }
 
-bool is_flow_map(const std::string& name) { return name == "veer_flows" || name == "veer_nat_rev"; }
+// The map node.flow_table_size sizes (the only one since ABI 4).
+bool is_flow_map(const std::string& name) { return name == "veer_flows"; }
 
 struct FdGuard {
   int fd;
@@ -302,8 +304,23 @@ class BpfDataplane final : public Dataplane, public MapWriter {
 
   std::optional<veer_flow> lookup_flow(const veer_flow_key& key) const override {
     check_loaded();
+    // As the program does: the service the destination names, then the
+    // flow of (client, client port, service).
+    veer_service_key skey{};
+    skey.vip = key.dst;
+    skey.port = key.dport;
+    skey.proto = key.proto;
+    skey.family = key.family;
+    veer_service svc{};
+    if (!lookup(skel_->maps.veer_services, &skey, &svc, "look up a service")) return std::nullopt;
+    veer_flow_id id{};
+    id.client = key.src;
+    id.client_port = key.sport;
+    id.service_id = static_cast<__u16>(svc.id);
+    id.proto = key.proto;
+    id.family = key.family;
     veer_flow flow{};
-    if (!lookup(skel_->maps.veer_flows, &key, &flow, "look up a flow")) return std::nullopt;
+    if (!lookup(skel_->maps.veer_flows, &id, &flow, "look up a flow")) return std::nullopt;
     return flow;
   }
 
@@ -345,8 +362,21 @@ class BpfDataplane final : public Dataplane, public MapWriter {
     const uint32_t key = port;
     update(skel_->maps.veer_port_filter, &key, &bits, "write port " + std::to_string(port));
   }
+  void put_backend_rev(const veer_backend_rev_key& key, const veer_backend_rev& value) override {
+    update(skel_->maps.veer_backend_rev, &key, &value, "write the service of backend " + endpoint_text(key));
+  }
+  void delete_backend_rev(const veer_backend_rev_key& key) override {
+    check_loaded();
+    const int err = bpf_map_delete_elem(bpf_map__fd(skel_->maps.veer_backend_rev), &key);
+    if (err && err != -ENOENT) fail("map veer_backend_rev: cannot delete backend " + endpoint_text(key), err);
+  }
 
  private:
+  static std::string endpoint_text(const veer_backend_rev_key& key) {
+    return Endpoint{IpAddress::from_abi(key.addr, key.family), ntohs(key.port)}.to_string() +
+           (key.proto == VEER_PROTO_TCP ? "/tcp" : "/udp");
+  }
+
   static std::string with(const std::string& summary) { return summary.empty() ? "" : " [" + summary + "]"; }
 
   static uint32_t variant_key(const char* what, uint32_t service_id, unsigned variant) {
@@ -496,9 +526,8 @@ class BpfDataplane final : public Dataplane, public MapWriter {
       spdlog::info("removing the leftover pin {}/{} (no veer_meta: an unfinished creation)", maps_dir_, name);
       if (unlink((maps_dir_ + "/" + name).c_str()) != 0) fail("cannot remove " + maps_dir_ + "/" + name, errno);
     }
-    for (bpf_map* map : {skel_->maps.veer_flows, skel_->maps.veer_nat_rev})
-      if (int err = bpf_map__set_max_entries(map, options_.flow_table_size); err)
-        fail("cannot size " + map_name(map) + " to " + std::to_string(options_.flow_table_size) + " entries", err);
+    if (int err = bpf_map__set_max_entries(skel_->maps.veer_flows, options_.flow_table_size); err)
+      fail("cannot size veer_flows to " + std::to_string(options_.flow_table_size) + " entries", err);
   }
 
   void pin_fresh_maps() {

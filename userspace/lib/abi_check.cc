@@ -51,6 +51,14 @@ VEER_CHECK_FIELD(veer_flow_key, proto, 36);
 VEER_CHECK_FIELD(veer_flow_key, family, 37);
 VEER_CHECK_FIELD(veer_flow_key, pad, 38);
 
+VEER_CHECK_SIZE(veer_flow_id, 24);
+VEER_CHECK_FIELD(veer_flow_id, client, 0);
+VEER_CHECK_FIELD(veer_flow_id, client_port, 16);
+VEER_CHECK_FIELD(veer_flow_id, service_id, 18);
+VEER_CHECK_FIELD(veer_flow_id, proto, 20);
+VEER_CHECK_FIELD(veer_flow_id, family, 21);
+VEER_CHECK_FIELD(veer_flow_id, pad, 22);
+
 VEER_CHECK_SIZE(veer_flow, 32);
 VEER_CHECK_FIELD(veer_flow, backend, 0);
 VEER_CHECK_FIELD(veer_flow, backend_port, 16);
@@ -59,15 +67,24 @@ VEER_CHECK_FIELD(veer_flow, variant, 20);
 VEER_CHECK_FIELD(veer_flow, backend_idx, 21);
 VEER_CHECK_FIELD(veer_flow, state, 22);
 VEER_CHECK_FIELD(veer_flow, pad, 23);
-VEER_CHECK_FIELD(veer_flow, last_seen_ns, 24);
+VEER_CHECK_FIELD(veer_flow, req_ts_ns, 24);
 
-VEER_CHECK_SIZE(veer_nat_rev, 32);
-VEER_CHECK_FIELD(veer_nat_rev, vip, 0);
-VEER_CHECK_FIELD(veer_nat_rev, vport, 16);
-VEER_CHECK_FIELD(veer_nat_rev, service_id, 18);
-VEER_CHECK_FIELD(veer_nat_rev, variant, 20);
-VEER_CHECK_FIELD(veer_nat_rev, pad, 21);
-VEER_CHECK_FIELD(veer_nat_rev, req_ts_ns, 24);
+// Issue 5: <= 128 bytes of kernel memory per flow. An LRU_HASH element costs
+// 48 (struct htab_elem) + round_up(key, 8) + round_up(value, 8), plus a
+// 16-byte bucket per entry; the BPF tests check the kernel's own figure.
+static_assert(48 + (sizeof(veer_flow_id) + 7) / 8 * 8 + (sizeof(veer_flow) + 7) / 8 * 8 + 16 <= 128,
+              "a veer_flows entry must stay within 128 bytes of kernel memory");
+
+VEER_CHECK_SIZE(veer_backend_rev_key, 20);
+VEER_CHECK_FIELD(veer_backend_rev_key, addr, 0);
+VEER_CHECK_FIELD(veer_backend_rev_key, port, 16);
+VEER_CHECK_FIELD(veer_backend_rev_key, proto, 18);
+VEER_CHECK_FIELD(veer_backend_rev_key, family, 19);
+
+VEER_CHECK_SIZE(veer_backend_rev, 20);
+VEER_CHECK_FIELD(veer_backend_rev, vip, 0);
+VEER_CHECK_FIELD(veer_backend_rev, vport, 16);
+VEER_CHECK_FIELD(veer_backend_rev, service_id, 18);
 
 VEER_CHECK_SIZE(veer_variant_counters, 96);
 VEER_CHECK_FIELD(veer_variant_counters, packets_in, 0);

@@ -844,6 +844,8 @@ Config Parser::parse(const YAML::Node& root) {
     fail(where(*services), "services must be a list of 1 to 64 services");
   std::map<std::string, Mark> names;
   std::map<std::tuple<int, std::array<uint8_t, 16>, uint16_t, Protocol>, std::string> keys;
+  std::map<std::tuple<int, std::array<uint8_t, 16>, uint16_t, Protocol>, std::pair<std::string, Mark>>
+      backend_owners;
   size_t i = 0;
   for (const auto& item : services->value) {
     if (i++ >= VEER_MAX_SERVICES) fail(item.Mark(), "too many services: at most 64");
@@ -856,6 +858,21 @@ Config Parser::parse(const YAML::Node& root) {
       fail(item.Mark(), "service '" + svc.name + "' has the same vip, port and protocol as service '" +
                             pos->second + "' (" + Endpoint{svc.vip, svc.port}.to_string() + "/" +
                             to_string(svc.protocol) + ")");
+    // A backend serves one service only: the data plane tells a backend's
+    // replies by the backend alone (veer_backend_rev: backend -> service).
+    // Walks the YAML again for the marks; parse_service already checked it.
+    for (const auto& variant : item["variants"]) {
+      for (const auto& b : variant.second["backends"]) {
+        const auto ep = Endpoint::parse(b.Scalar());
+        if (!ep) continue;
+        auto bkey = std::make_tuple(ep->ip.family, ep->ip.bytes, ep->port, svc.protocol);
+        if (auto [pos, fresh] = backend_owners.emplace(bkey, std::make_pair(svc.name, b.Mark())); !fresh)
+          fail(b.Mark(), "backend '" + ep->to_string() + "' (" + to_string(svc.protocol) +
+                             ") is already a backend of service '" + pos->second.first + "' (line " +
+                             std::to_string(pos->second.second.line + 1) +
+                             "): a backend may belong to one service only");
+      }
+    }
     cfg.services.push_back(std::move(svc));
   }
   cfg.warnings.insert(cfg.warnings.end(), warnings_.begin(), warnings_.end());

@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
@@ -23,6 +24,15 @@ namespace {
 bool same_key(const veer_service_key& a, const veer_service_key& b) {
   return a.vip.addr[0] == b.vip.addr[0] && a.vip.addr[1] == b.vip.addr[1] && a.vip.addr[2] == b.vip.addr[2] &&
          a.vip.addr[3] == b.vip.addr[3] && a.port == b.port && a.proto == b.proto && a.family == b.family;
+}
+
+veer_backend_rev_key backend_rev_key(const Endpoint& ep, Protocol protocol) {
+  veer_backend_rev_key key{};
+  key.addr = ep.ip.to_abi();
+  key.port = htons(ep.port);
+  key.proto = protocol == Protocol::Tcp ? VEER_PROTO_TCP : VEER_PROTO_UDP;
+  key.family = static_cast<__u8>(ep.ip.family);
+  return key;
 }
 
 uint32_t backend_index(uint32_t service_id, unsigned variant, unsigned backend) {
@@ -106,6 +116,62 @@ void ServiceTables::write_backends(uint32_t service_id, const Entry& e, bool pre
   }
 }
 
+void ServiceTables::write_backend_rev(uint32_t service_id, const Entry& e) {
+  veer_backend_rev value{};
+  value.vip = e.svc.vip.to_abi();
+  value.vport = htons(e.svc.port);
+  value.service_id = static_cast<__u16>(service_id);
+  std::map<BackendRevKeyBytes, veer_backend_rev_key> listed;
+  for (const auto& variant : e.backends) {
+    for (const auto& b : variant) {
+      const veer_backend_rev_key key = backend_rev_key(b.endpoint, e.svc.protocol);
+      BackendRevKeyBytes bytes;
+      std::memcpy(bytes.data(), &key, sizeof key);
+      listed.emplace(bytes, key);
+    }
+  }
+  // Room first: the longest-removed backends' entries go if the new ones
+  // would not fit.
+  size_t needed = 0;
+  for (const auto& [bytes, key] : listed) needed += !backend_rev_.count(bytes);
+  while (backend_rev_.size() + needed > VEER_BACKEND_REV_MAX) {
+    auto oldest = backend_rev_.end();
+    for (auto it = backend_rev_.begin(); it != backend_rev_.end(); ++it)
+      if (!it->second.listed && !listed.count(it->first) &&
+          (oldest == backend_rev_.end() || it->second.removed < oldest->second.removed))
+        oldest = it;
+    if (oldest == backend_rev_.end()) break;  // all listed: the writer reports the full map
+    writer_.delete_backend_rev(oldest->second.key);
+    backend_rev_.erase(oldest);
+  }
+  for (const auto& [bytes, key] : listed) {
+    auto it = backend_rev_.find(bytes);
+    const bool same = it != backend_rev_.end() && it->second.service_id == service_id &&
+                      std::memcmp(&it->second.value, &value, sizeof value) == 0;
+    if (!same) writer_.put_backend_rev(key, value);
+    BackendRevEntry& entry = backend_rev_[bytes];
+    entry = {service_id, key, value, true, 0};
+  }
+  // Backends gone from this service's lists keep their entries (their flows'
+  // replies), marked for the overflow rule above.
+  for (auto& [bytes, entry] : backend_rev_)
+    if (entry.service_id == service_id && entry.listed && !listed.count(bytes)) {
+      entry.listed = false;
+      entry.removed = ++removals_;
+    }
+}
+
+void ServiceTables::delete_backend_rev(uint32_t service_id) {
+  for (auto it = backend_rev_.begin(); it != backend_rev_.end();) {
+    if (it->second.service_id == service_id) {
+      writer_.delete_backend_rev(it->second.key);
+      it = backend_rev_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
 void ServiceTables::install(uint32_t service_id, const ServiceConfig& svc, const std::vector<uint32_t>& weights_bp,
                             const std::vector<Endpoint>& draining_at_start) {
   check_service(service_id, svc, weights_bp);  // nothing below throws on input
@@ -174,8 +240,9 @@ void ServiceTables::install(uint32_t service_id, const ServiceConfig& svc, const
   for (const auto& [port, b] : port_bits_of(svc)) wanted[port] |= b;
   for (const auto& [port, b] : port_filter_) wanted[port] |= b;  // nothing cleared yet
   write_port_filter(wanted);
-  // 2. Backends the new table may name.
+  // 2. Backends the new table may name, and how their replies are told.
   write_backends(service_id, next, true);
+  write_backend_rev(service_id, next);
   // 3. The table, then one flip of veer_service.
   const bool changed = !in_map || !(next.table == *in_map);
   if (!next.visible || changed) {
@@ -262,6 +329,7 @@ void ServiceTables::remove(uint32_t service_id) {
   if (it == entries_.end()) return;
   // Invisible first; then its backends and port bits can go.
   writer_.delete_service(service_key(it->second.svc));
+  delete_backend_rev(service_id);
   Entry gone = std::move(it->second);
   entries_.erase(it);
   gone.backends.clear();

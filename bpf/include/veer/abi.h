@@ -18,9 +18,12 @@
 #ifndef VEER_ABI_H
 #define VEER_ABI_H
 
-#define VEER_ABI_VERSION 3 /* 2: veer_fib_cache; 3: kernel telemetry (flow state,
+#define VEER_ABI_VERSION 4 /* 2: veer_fib_cache; 3: kernel telemetry (flow state,
 			    * nat_rev.req_ts_ns, counters, latency histogram,
-			    * handshakes) */
+			    * handshakes); 4: one veer_flows entry per flow for
+			    * both directions (key struct veer_flow_id, value
+			    * with req_ts_ns, no last_seen_ns), veer_nat_rev
+			    * replaced by veer_backend_rev */
 
 /* Limits (SPEC §1). */
 #define VEER_MAX_SERVICES 64
@@ -91,9 +94,11 @@ struct veer_backend {
 	__u8 flags;   /* VEER_BACKEND_F_* */
 };
 
-/* Map veer_flows (LRU_HASH): the client's packet tuple -> where it goes.
- * Map veer_nat_rev (LRU_HASH): the backend reply tuple -> what to put back.
- * Both use this key; for a reply, src is the backend and dst the client. */
+/* The connection tuple as the client's packet carries it (src = client, dst =
+ * VIP). What the slot hash of connection affinity reads (veer/hash.h), what
+ * `veerctl which` builds; reversed (src = backend, dst = client, what the
+ * SYN-ACK carries) it is the key of veer_handshakes. Not a flow-table key
+ * any more (ABI 4): see struct veer_flow_id. */
 struct veer_flow_key {
 	struct veer_addr src;
 	struct veer_addr dst;
@@ -104,37 +109,63 @@ struct veer_flow_key {
 	__u16 pad;   /* always zero: the key is hashed as bytes */
 };
 
+/* Map veer_flows (LRU_HASH, node.flow_table_size entries): one entry per
+ * flow, shared by both directions. A client packet finds it by (its source,
+ * the service its destination names); a backend's reply by (its destination,
+ * the service of its source backend, from veer_backend_rev), and only counts
+ * as a reply if the flow's backend is the reply's source. The VIP is not
+ * stored: service_id names it. Kernel accounting per entry: 48 (htab_elem)
+ * + 24 (key) + 32 (value) + 16 (bucket) = 120 bytes (issue 5: <= 128). */
+struct veer_flow_id {
+	struct veer_addr client;
+	__u16 client_port; /* network order */
+	__u16 service_id;
+	__u8 proto;
+	__u8 family;
+	__u16 pad;         /* always zero: the key is hashed as bytes */
+};
+
 struct veer_flow {
 	struct veer_addr backend;
 	__u16 backend_port; /* network order */
-	__u16 service_id;
+	__u16 service_id;   /* the same as the key's (read with the rest of
+			     * the value; it fits in what would be padding) */
 	__u8 variant;
 	__u8 backend_idx;
 	__u8 state;         /* VEER_FLOW_S_* */
 	__u8 pad;
-	__u64 last_seen_ns; /* bpf_ktime_get_coarse_ns(), refreshed at most every
-			     * VEER_LAST_SEEN_GRANULARITY_NS to keep the
-			     * cache line quiet */
+	__u64 req_ts_ns;    /* bpf_ktime_get_ns() of the first payload byte of
+			     * the pending request; 0: none pending */
 };
-
-#define VEER_LAST_SEEN_GRANULARITY_NS 1000000000ULL
 
 /* veer_flow.state bits (telemetry, SPEC §2.10).
  * REQUEST_PENDING: the client sent payload that the backend has not answered
- * yet; the request's start time is in the flow's veer_nat_rev.req_ts_ns.
- * Kept in the flow entry (which every client packet reads anyway) so that
- * only the first payload packet of a request pays the reverse-entry lookup. */
+ * yet; the request's start time is in req_ts_ns. Set only together with a
+ * non-zero req_ts_ns, cleared with it. */
 #define VEER_FLOW_S_REQUEST_PENDING 0x01
 
-struct veer_nat_rev {
-	struct veer_addr vip;
-	__u16 vport; /* network order */
-	__u16 service_id;
-	__u8 variant;
-	__u8 pad[3];
-	__u64 req_ts_ns; /* bpf_ktime_get_ns() of the first payload byte of the
-			  * pending request; 0: none pending */
+/* Map veer_backend_rev (HASH, VEER_BACKEND_REV_MAX entries), written by
+ * userspace: a backend (address, port, protocol, family) -> the service it
+ * belongs to. A backend belongs to at most one service (config validation).
+ * Entries of backends removed from the configuration stay while their
+ * service exists (flows to them still need their replies translated). */
+struct veer_backend_rev_key {
+	struct veer_addr addr;
+	__u16 port; /* network order */
+	__u8 proto; /* VEER_PROTO_* */
+	__u8 family; /* VEER_AF_* */
 };
+
+struct veer_backend_rev {
+	struct veer_addr vip;
+	__u16 vport;      /* network order */
+	__u16 service_id;
+};
+
+/* Every backend a configuration can hold at once; removed backends kept for
+ * their flows' replies only take room while there is room (userspace drops
+ * the oldest of those first). */
+#define VEER_BACKEND_REV_MAX (VEER_MAX_SERVICES * VEER_MAX_VARIANTS * VEER_MAX_BACKENDS)
 
 /* Map veer_variant_stats (PERCPU_ARRAY),
  * key = service_id * VEER_MAX_VARIANTS + variant.
@@ -176,7 +207,7 @@ struct veer_latency_hist {
 
 /* Map veer_handshakes (LRU_HASH, VEER_HANDSHAKES_MAX): TCP handshakes the
  * backend has not answered yet. Key = the reverse tuple (backend -> client,
- * what the SYN-ACK carries, as in veer_nat_rev). Inserted by the client's SYN
+ * what the SYN-ACK carries, struct veer_flow_key). Inserted by the client's SYN
  * (no ACK), deleted by the backend's SYN-ACK; userspace deletes entries older
  * than its timeout and counts them in veer_handshake_timeouts. Under a SYN
  * flood the LRU evicts the oldest entries silently: those are not counted. */

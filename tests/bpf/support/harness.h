@@ -83,13 +83,12 @@ struct RunResult {
 
 class Dataplane {
  public:
-  // flow_entries: size of veer_flows / veer_nat_rev (LRU maps are preallocated:
-  // the 1M default costs hundreds of MB per load).
+  // flow_entries: size of veer_flows (LRU maps are preallocated: the 1M
+  // default costs over 100 MB per load); 0 keeps the object's default.
   explicit Dataplane(uint32_t flow_entries = 4096) {
     skel_ = veer_skeleton::veer__open();
     if (!skel_) throw std::runtime_error("veer__open failed");
-    bpf_map__set_max_entries(skel_->maps.veer_flows, flow_entries);
-    bpf_map__set_max_entries(skel_->maps.veer_nat_rev, flow_entries);
+    if (flow_entries) bpf_map__set_max_entries(skel_->maps.veer_flows, flow_entries);
     if (int err = veer_skeleton::veer__load(skel_); err) {
       veer_skeleton::veer__destroy(skel_);
       throw std::runtime_error("veer__load failed: " + std::string(strerror(-err)));
@@ -109,8 +108,9 @@ class Dataplane {
     if (err) throw std::runtime_error(std::string(what) + ": " + strerror(errno));
   }
 
-  // Writes the service, its backends and the port filter bits. Slot tables
-  // are written separately (write_table) and active_table is 0.
+  // Writes the service, its backends (with their veer_backend_rev entries,
+  // as veerd does) and the port filter bits. Slot tables are written
+  // separately (write_table) and active_table is 0.
   void add_service(const ServiceDef& s, uint8_t active_table = 0) {
     for (size_t v = 0; v < s.variants.size(); ++v) {
       for (size_t b = 0; b < s.variants[v].size(); ++b) {
@@ -124,6 +124,17 @@ class Dataplane {
         uint32_t key = static_cast<uint32_t>((s.id * VEER_MAX_VARIANTS + v) * VEER_MAX_BACKENDS + b);
         check(bpf_map__update_elem(skel_->maps.veer_backends, &key, sizeof key, &be, sizeof be, BPF_ANY),
               "update veer_backends");
+        veer_backend_rev_key rkey{};
+        rkey.addr = be.addr;
+        rkey.port = be.port;
+        rkey.proto = s.proto;
+        rkey.family = be.family;
+        veer_backend_rev rev{};
+        rev.vip = to_abi(Ip::parse(s.vip));
+        rev.vport = htons(s.port);
+        rev.service_id = static_cast<uint16_t>(s.id);
+        check(bpf_map__update_elem(skel_->maps.veer_backend_rev, &rkey, sizeof rkey, &rev, sizeof rev, BPF_ANY),
+              "update veer_backend_rev");
         set_port_bits(bd.port, s.proto == VEER_PROTO_TCP ? VEER_PORT_F_BACKEND_TCP : VEER_PORT_F_BACKEND_UDP);
       }
     }
@@ -224,18 +235,39 @@ class Dataplane {
     return hs;
   }
 
-  std::optional<veer_nat_rev> nat_rev(const veer_flow_key& reverse_key) const {
-    veer_nat_rev rev{};
-    if (bpf_map__lookup_elem(skel_->maps.veer_nat_rev, &reverse_key, sizeof reverse_key, &rev, sizeof rev, 0) != 0)
-      return std::nullopt;
-    return rev;
+  // The veer_flows entry of a client's connection tuple (src = client, dst =
+  // VIP), found as the program finds it: the service of the VIP, then
+  // (client, client port, service).
+  bool flow_exists(const veer_flow_key& tuple, veer_flow* out = nullptr) const {
+    veer_service_key sk{};
+    sk.vip = tuple.dst;
+    sk.port = tuple.dport;
+    sk.proto = tuple.proto;
+    sk.family = tuple.family;
+    veer_service svc{};
+    if (bpf_map__lookup_elem(skel_->maps.veer_services, &sk, sizeof sk, &svc, sizeof svc, 0) != 0) return false;
+    return flow_by_id(flow_id(tuple, static_cast<uint16_t>(svc.id)), out);
   }
 
-  bool flow_exists(const veer_flow_key& k, veer_flow* out = nullptr) const {
+  static veer_flow_id flow_id(const veer_flow_key& tuple, uint16_t service_id) {
+    veer_flow_id id{};
+    id.client = tuple.src;
+    id.client_port = tuple.sport;
+    id.service_id = service_id;
+    id.proto = tuple.proto;
+    id.family = tuple.family;
+    return id;
+  }
+
+  bool flow_by_id(const veer_flow_id& id, veer_flow* out = nullptr) const {
     veer_flow f{};
-    int err = bpf_map__lookup_elem(skel_->maps.veer_flows, &k, sizeof k, &f, sizeof f, 0);
+    int err = bpf_map__lookup_elem(skel_->maps.veer_flows, &id, sizeof id, &f, sizeof f, 0);
     if (out && !err) *out = f;
     return err == 0;
+  }
+
+  void put_flow(const veer_flow_id& id, const veer_flow& f) {
+    check(bpf_map__update_elem(skel_->maps.veer_flows, &id, sizeof id, &f, sizeof f, BPF_ANY), "update veer_flows");
   }
 
   // The next-hop cache entry for (dst, ingress ifindex) in CPU `cpu`'s copy

@@ -76,6 +76,9 @@ class Dataplane {
   // Per-CPU counters, summed.
   virtual veer_variant_counters variant_counters(uint32_t service_id, unsigned variant) const = 0;
   virtual std::array<uint64_t, VEER_REASON_MAX> reason_counters() const = 0;
+  // The flow of a client's connection tuple (src = client, dst = VIP), found
+  // as the program finds it: the service of (VIP, port, protocol), then
+  // veer_flows by (client, client port, service). nullopt if either is absent.
   virtual std::optional<veer_flow> lookup_flow(const veer_flow_key& key) const = 0;
 
   // Counters, latency histogram and handshake timeouts of one variant.

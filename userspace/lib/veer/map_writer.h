@@ -21,6 +21,10 @@ class MapWriter {
   virtual void put_backend(uint32_t index, const veer_backend& backend) = 0;
   // key = port in host order; value = VEER_PORT_F_* bits
   virtual void put_port_filter(uint16_t port, uint8_t bits) = 0;
+  // veer_backend_rev: a backend -> its service (how the kernel tells replies).
+  // Deleting a key that is not there is not an error.
+  virtual void put_backend_rev(const veer_backend_rev_key& key, const veer_backend_rev& value) = 0;
+  virtual void delete_backend_rev(const veer_backend_rev_key& key) = 0;
 };
 
 }  // namespace veer

@@ -12,6 +12,19 @@
 // bits left in a pinned map by an earlier veerd stay (harmless: a set bit only
 // means "look further").
 //
+// It also keeps veer_backend_rev (backend -> service, how the kernel tells a
+// backend's replies) for every backend of every installed service, written
+// before the service's table can name the backend. A backend that leaves a
+// service's lists keeps its entry while the service exists: flows to it
+// (established, or to a draining or removed backend) still need their
+// replies translated. Its entries go with remove(). If the map would
+// overflow (VEER_BACKEND_REV_MAX, every backend a config can hold), the
+// entries of the longest-removed backends go first. A backend installed in
+// another service takes its entry over (config validation keeps a backend
+// in one service; during a reload it may move). Entries left in a pinned map
+// by an earlier veerd are overwritten for listed backends, otherwise stay
+// (harmless: a reply also needs a flow naming that backend).
+//
 // Backends live in one (not double-buffered) array: a reload that changes a
 // variant's backend list rewrites indices before the flip, so during that one
 // step a slot may name the new backend at its old index. Adding backends at
@@ -22,6 +35,7 @@
 // throws std::out_of_range; MapWriter exceptions propagate (the write order
 // keeps the packet path consistent whatever step fails).
 #pragma once
+#include <array>
 #include <cstdint>
 #include <map>
 #include <vector>
@@ -83,11 +97,24 @@ class ServiceTables {
   static std::map<uint16_t, uint8_t> port_bits_of(const ServiceConfig& svc);
   std::map<uint16_t, uint8_t> installed_port_bits() const;
   void write_port_filter(const std::map<uint16_t, uint8_t>& wanted);
+  void write_backend_rev(uint32_t service_id, const Entry& e);
+  void delete_backend_rev(uint32_t service_id);
+
+  using BackendRevKeyBytes = std::array<uint8_t, sizeof(veer_backend_rev_key)>;
+  struct BackendRevEntry {
+    uint32_t service_id = 0;
+    veer_backend_rev_key key{};
+    veer_backend_rev value{};
+    bool listed = false;   // in the service's current backend lists
+    uint64_t removed = 0;  // order of removal from the lists (oldest first)
+  };
 
   MapWriter& writer_;
   uint32_t seed_;
   std::map<uint32_t, Entry> entries_;
   std::map<uint16_t, uint8_t> port_filter_;  // non-zero bits this object has written
+  std::map<BackendRevKeyBytes, BackendRevEntry> backend_rev_;  // what this object has written
+  uint64_t removals_ = 0;
 };
 
 }  // namespace veer
