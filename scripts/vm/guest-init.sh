@@ -43,6 +43,8 @@ power_off() {
 }
 
 finish() {
+  # A fresh descriptor: the old one is dead if the port was hung up meanwhile.
+  exec >"$out" 2>&1
   # On a line of its own even when the command's output did not end with a newline.
   printf '\nVEER-VM-EXIT %s %s\n' "$token" "$1"
   power_off
@@ -68,7 +70,9 @@ echo "vm guest: $(uname -r), $(nproc) CPUs, ready after $(cut -d' ' -f1 /proc/up
 [ -f "$run_dir/env.sh" ] && . "$run_dir/env.sh"
 cd "${VEER_VM_WORKDIR:-/}" || finish 125
 guest_timeout=${VEER_VM_GUEST_TIMEOUT:-840}
-timeout -k 10 "$guest_timeout" bash "$run_dir/command.sh" </dev/null
+# In a session of its own, without a controlling terminal: a hangup of the serial port (seen once, mid
+# e2e run, under a heavily loaded host) cannot signal the tests.
+setsid -w timeout -k 10 "$guest_timeout" bash "$run_dir/command.sh" </dev/null
 rc=$?
 [ "$rc" -eq 124 ] && echo "vm guest: command timed out after ${guest_timeout} s"
 finish "$rc"
