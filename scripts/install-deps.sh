@@ -24,7 +24,12 @@ PACKAGES=(
   # VM harness (scripts/vm-test.sh): QEMU, the initramfs (static busybox, cpio), kernel package
   # unpacking (dpkg -x, xz, depmod/modprobe from kmod) and apt's keyring for the private sources
   qemu-system-x86 busybox-static cpio xz-utils zstd kmod debian-archive-keyring
+  # bench/race: the peers veer is raced against (nginx stream, HAProxy, nftables, iptables) and wrk
+  wrk nginx-light libnginx-mod-stream haproxy nftables iptables
 )
+# Packages whose postinst would start a system-wide service listening on the host (port 80 etc.):
+# bench/race runs them only inside its own network namespaces.
+SERVICE_PACKAGES=(nginx-light haproxy)
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "install-deps.sh: run as root (apt-get)" >&2
@@ -45,5 +50,25 @@ fi
 
 echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
+# invoke-rc.d asks /usr/sbin/policy-rc.d before it starts a service: exit 101 = "not allowed", so no
+# postinst starts nginx or haproxy. A policy already there is left as it is.
+POLICY_RC=/usr/sbin/policy-rc.d
+policy_created=0
+if [ ! -e "$POLICY_RC" ]; then
+  printf '#!/bin/sh\n# temporary, from veer scripts/install-deps.sh\nexit 101\n' >"$POLICY_RC"
+  chmod 755 "$POLICY_RC"
+  policy_created=1
+  trap 'rm -f "$POLICY_RC"' EXIT
+fi
 apt-get update -q
 apt-get install -y -q --no-install-recommends "${missing[@]}"
+# Not started, and not started at boot either (systemd hosts): only the ones installed just now.
+if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+  for p in "${SERVICE_PACKAGES[@]}"; do
+    if printf '%s\n' "${missing[@]}" | grep -qx -- "$p"; then
+      unit=${p%-light}
+      systemctl disable --now "$unit" >/dev/null 2>&1 || true
+    fi
+  done
+fi
+if [ "$policy_created" = 1 ]; then rm -f "$POLICY_RC"; trap - EXIT; fi
