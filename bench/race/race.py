@@ -35,7 +35,7 @@ CLIENT_IP = "10.0.1.10"
 HTTP_PORT, UDP_PORT, STATUS_PORT = 80, 9000, 8081
 LB_IFS = ["lbc"] + [f"lb{v}" for v, _, _ in VARIANTS]
 VEER_MODES = {"veer-xdp": ("xdp", "xdp"), "veer-xdp-generic": ("xdp-generic", "xdp-generic"),
-              "veer-tcx": ("tc", "tcx"), "veer-cls_bpf": ("tc", "tc")}  # peer -> (config attach, status mode)
+              "veer-tcx": ("tc", "tcx"), "veer-cls_bpf": ("cls_bpf", "tc")}  # peer -> (config attach, status mode)
 ALL_PEERS = ["plain", "veer-xdp", "veer-xdp-generic", "veer-tcx", "veer-cls_bpf", "nftables", "iptables",
              "nginx", "haproxy"]
 NGINX_STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
@@ -453,31 +453,6 @@ services:
 {services}"""
 
 
-def preseed_cls_bpf(args) -> None:
-    """veerd has no switch to prefer cls_bpf where the kernel has tcx (mode `tc` takes tcx first). It does
-    adopt what it finds pinned (SPEC §2.8): a cls_bpf filter at veer's handle 0x7ee7, priority 1 on clsact
-    ingress, recorded by a program pinned at <pin_path>/links/<if>:tc, is replaced in place by veer's own
-    program. So a pass-through classifier is put there first; `veerctl status` must then say mode "tc"."""
-    src = Path(__file__).with_name("tc_pass.bpf.c")
-    obj = RUN_DIR / "tc_pass.bpf.o"
-    if not obj.exists():
-        # -target bpf does not search the multiarch include dir (asm/types.h) by itself.
-        multiarch = run(["gcc", "-dumpmachine"], check=False).strip() or "x86_64-linux-gnu"
-        run(["clang", "-O2", "-target", "bpf", f"-I/usr/include/{multiarch}", "-c", str(src), "-o", str(obj)],
-            timeout=60)
-    links = RUN_DIR / "bpffs" / "links"
-    links.mkdir(parents=True, exist_ok=True)
-    first = links / f"{LB_IFS[0]}:tc"
-    run(["bpftool", "prog", "load", str(obj), str(first), "type", "classifier"])
-    for ifname in LB_IFS[1:]:
-        run(["bpftool", "prog", "pin", "pinned", str(first), str(links / f"{ifname}:tc")])
-    batch = []
-    for ifname in LB_IFS:
-        batch += [f"qdisc add dev {ifname} clsact",
-                  f"filter add dev {ifname} ingress prio 1 handle 0x7ee7 bpf direct-action object-pinned {first}"]
-    nsexec(NS_LB, ["tc", "-batch", "-"], input="\n".join(batch) + "\n")
-
-
 def veer_status(args) -> dict | None:
     out = run([str(args.veerctl), "--socket", str(RUN_DIR / "veer.sock"), "--json", "status"], check=False,
               timeout=5)
@@ -505,8 +480,6 @@ def make_veer_setup(peer: str):
         (RUN_DIR / "state").mkdir(exist_ok=True)
         cfg = RUN_DIR / "veer.yaml"
         cfg.write_text(veer_config(attach))
-        if peer == "veer-cls_bpf":
-            preseed_cls_bpf(args)
         procs.start("veerd", NS_LB, [str(args.veerd), "--config", str(cfg), "--foreground", "--log-level", "warn"])
         deadline = time.monotonic() + 20
         modes: dict[str, str] = {}
@@ -902,8 +875,6 @@ def main() -> int:
         need += ["iptables", "iptables-restore"]
     if "haproxy" in peers:
         need.append("haproxy")
-    if "veer-cls_bpf" in peers:
-        need += ["clang", "bpftool", "tc"]
     missing = [t for t in need if shutil.which(t) is None]
     if any(p in VEER_MODES for p in peers):
         missing += [str(x) for x in (args.veerd, args.veerctl) if not x.exists()]

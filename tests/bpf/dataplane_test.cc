@@ -378,11 +378,13 @@ INSTANTIATE_TEST_SUITE_P(Modes, AttachModeTest,
                                            ModeCase{AttachMode::XdpGeneric, true, "xdp-generic"},
                                            ModeCase{AttachMode::Tc, true, "tcx"},
                                            ModeCase{AttachMode::Tc, false, "tc"},
+                                           ModeCase{AttachMode::ClsBpf, true, "tc"},
                                            ModeCase{AttachMode::Auto, true, "xdp"}),
                          [](const auto& info) {
                            std::string name = info.param.expected;
                            for (auto& ch : name)
                              if (ch == '-') ch = '_';
+                           if (info.param.mode == AttachMode::ClsBpf) return name + "_forced_cls_bpf";
                            return name + (info.param.mode == AttachMode::Auto ? "_auto" : "");
                          });
 

@@ -173,6 +173,7 @@ TEST(Config, OtherValidValues) {
   EXPECT_EQ(c.node.attach, AttachMode::XdpGeneric);
   EXPECT_EQ(c.node.metrics_listen, "[::1]:9100");
   EXPECT_EQ(parse_config(with("attach: auto", "attach: tc"), "f").node.attach, AttachMode::Tc);
+  EXPECT_EQ(parse_config(with("attach: auto", "attach: cls_bpf"), "f").node.attach, AttachMode::ClsBpf);
   EXPECT_EQ(parse_config(with("attach: auto", "attach: xdp"), "f").node.attach, AttachMode::Xdp);
   EXPECT_EQ(parse_config(with("127.0.0.1:9469", "localhost:9469"), "f").node.metrics_listen, "localhost:9469");
 }
@@ -298,7 +299,7 @@ TEST(Config, RefusesBadVariantName) {
 }
 
 TEST(Config, RefusesBadAttach) {
-  EXPECT_REFUSED(with("attach: auto", "attach: ebpf"), 3, "attach must be one of auto, xdp, xdp-generic, tc; got 'ebpf'");
+  EXPECT_REFUSED(with("attach: auto", "attach: ebpf"), 3, "attach must be one of auto, xdp, xdp-generic, tc, cls_bpf; got 'ebpf'");
   EXPECT_EQ(refusal(with("attach: auto", "attach: ebpf")).column(), 11);
 }
 

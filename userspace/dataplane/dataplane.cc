@@ -435,6 +435,7 @@ class BpfDataplane final : public Dataplane, public MapWriter {
       case AttachMode::Tc:
         acceptable = options_.allow_tcx ? std::vector<Hook>{Hook::Tcx, Hook::ClsBpf} : std::vector<Hook>{Hook::ClsBpf};
         break;
+      case AttachMode::ClsBpf: acceptable = {Hook::ClsBpf}; break;
     }
     // A live pinned attachment of an acceptable kind gets the new program in
     // place (atomic: packets see the old or the new program, never none).

@@ -26,6 +26,7 @@ std::string to_string(AttachMode m) {
     case AttachMode::Xdp: return "xdp";
     case AttachMode::XdpGeneric: return "xdp-generic";
     case AttachMode::Tc: return "tc";
+    case AttachMode::ClsBpf: return "cls_bpf";
   }
   return "?";
 }
@@ -278,7 +279,8 @@ NodeConfig Parser::parse_node(const Field& nf) const {
       else if (a == "xdp") node.attach = AttachMode::Xdp;
       else if (a == "xdp-generic") node.attach = AttachMode::XdpGeneric;
       else if (a == "tc") node.attach = AttachMode::Tc;
-      else fail(where(f), "attach must be one of auto, xdp, xdp-generic, tc; got '" + a + "'");
+      else if (a == "cls_bpf") node.attach = AttachMode::ClsBpf;
+      else fail(where(f), "attach must be one of auto, xdp, xdp-generic, tc, cls_bpf; got '" + a + "'");
     } else if (f.key == "hash_seed") {
       node.hash_seed = static_cast<uint32_t>(integer(f, "hash_seed", 0, 0xffffffffu, true));
     } else if (f.key == "flow_table_size") {

@@ -13,7 +13,8 @@
 
 namespace veer {
 
-enum class AttachMode { Auto, Xdp, XdpGeneric, Tc };
+// Tc: tcx where the kernel has it (6.6+), else cls_bpf; ClsBpf: cls_bpf under clsact even where tcx exists.
+enum class AttachMode { Auto, Xdp, XdpGeneric, Tc, ClsBpf };
 enum class Protocol { Tcp, Udp };
 enum class Affinity { Connection, ClientIp };
 
