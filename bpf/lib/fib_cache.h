@@ -38,6 +38,22 @@ struct {
 	__type(value, struct veer_fib_cache_entry);
 } veer_fib_cache SEC(".maps");
 
+/* ifindex -> VEER_EGRESS_F_* (abi.h): looked up once per full FIB lookup,
+ * remembered in the cache entry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, VEER_EGRESS_MAX);
+	__type(key, __u32);
+	__type(value, __u32);
+} veer_egress SEC(".maps");
+
+VEER_INLINE __u8 veer_egress_flags(__u32 ifindex)
+{
+	__u32 *flags = bpf_map_lookup_elem(&veer_egress, &ifindex);
+
+	return flags ? (__u8)*flags : 0;
+}
+
 /* What an entry must match for a packet, and where it lives. Built from the
  * rewritten headers, before TC's checksum helpers invalidate them. */
 struct veer_fib_cache_key {
@@ -100,7 +116,7 @@ VEER_INLINE const struct veer_fib_cache_entry *veer_fib_cache_find(const struct 
 /* After a SUCCESS of the full lookup (p as the helper left it: smac, dmac,
  * egress ifindex, mtu_result). */
 VEER_INLINE void veer_fib_cache_store(const struct veer_fib_cache_key *k, const struct bpf_fib_lookup *p,
-				      __u64 now)
+				      __u8 egress_flags, __u64 now)
 {
 	struct veer_fib_cache_entry *e;
 
@@ -123,6 +139,7 @@ VEER_INLINE void veer_fib_cache_store(const struct veer_fib_cache_key *k, const 
 	__builtin_memcpy(e->smac, p->smac, ETH_ALEN);
 	__builtin_memcpy(e->dmac, p->dmac, ETH_ALEN);
 	e->family = k->family;
+	e->egress_flags = egress_flags;
 	/* One second: the bound on how long a route or neighbour change can
 	 * go unnoticed (see the top of this file). */
 	e->expires_ns = now + VEER_FIB_CACHE_TTL_NS;

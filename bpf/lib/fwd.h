@@ -2,8 +2,9 @@
 /*
  * Forwarding of a translated packet: bpf_fib_lookup from the ingress
  * interface, new Ethernet addresses, and the hook's way out (XDP_TX or
- * bpf_redirect; TC: bpf_redirect, or bpf_redirect_neigh when the kernel has
- * no neighbour entry yet). Whatever the FIB cannot forward goes to the stack,
+ * bpf_redirect; TC: bpf_redirect_peer into a veth peer's namespace where
+ * veerd flagged the egress (veer_egress), else bpf_redirect, or
+ * bpf_redirect_neigh when the kernel has no neighbour entry yet). Whatever the FIB cannot forward goes to the stack,
  * already rewritten. Counts the reason of every verdict it returns.
  * A fresh next-hop cache entry (lib/fib_cache.h) replaces the lookup: same
  * MACs, same way out; every SUCCESS of the lookup refreshes the entry.
@@ -54,9 +55,10 @@ VEER_INLINE void veer_fib_params(const struct veer_pkt *pkt, const enum veer_hoo
 }
 
 /* The way out of a SUCCESS: new Ethernet addresses, then XDP_TX back out of
- * the ingress interface or a redirect. */
+ * the ingress interface or a redirect. egress_flags: VEER_EGRESS_F_* of
+ * egress_ifindex (TC only; 0 for XDP). */
 VEER_INLINE int veer_send(struct veer_pkt *pkt, const enum veer_hook hook, const __u8 *dmac,
-			  const __u8 *smac, __u32 egress_ifindex, __u32 fwd_reason)
+			  const __u8 *smac, __u32 egress_ifindex, __u8 egress_flags, __u32 fwd_reason)
 {
 	struct ethhdr *eth;
 
@@ -72,6 +74,10 @@ VEER_INLINE int veer_send(struct veer_pkt *pkt, const enum veer_hook hook, const
 	veer_count_reason(fwd_reason);
 	if (hook == VEER_HOOK_XDP && egress_ifindex == pkt->ifindex)
 		return XDP_TX;
+	/* The hook is a constant after inlining: XDP never sees this helper
+	 * (the verifier allows it in TC programs only). */
+	if (hook == VEER_HOOK_TC && (egress_flags & VEER_EGRESS_F_PEER))
+		return bpf_redirect_peer(egress_ifindex, 0);
 	return bpf_redirect(egress_ifindex, 0);
 }
 
@@ -83,6 +89,7 @@ VEER_INLINE int veer_forward(struct veer_pkt *pkt, const enum veer_hook hook,
 			     const struct veer_fib_cache_key *cache_key, __u64 now)
 {
 	long rc = bpf_fib_lookup(pkt->ctx, p, sizeof(*p), 0);
+	__u8 egress_flags;
 
 	switch (rc) {
 	case BPF_FIB_LKUP_RET_SUCCESS:
@@ -117,15 +124,17 @@ VEER_INLINE int veer_forward(struct veer_pkt *pkt, const enum veer_hook hook,
 		return veer_end(hook, VEER_R_PASS_FIB_TO_STACK);
 	}
 
-	veer_fib_cache_store(cache_key, p, now);
-	return veer_send(pkt, hook, p->dmac, p->smac, p->ifindex, fwd_reason);
+	egress_flags = hook == VEER_HOOK_TC ? veer_egress_flags(p->ifindex) : 0;
+	veer_fib_cache_store(cache_key, p, egress_flags, now);
+	return veer_send(pkt, hook, p->dmac, p->smac, p->ifindex, egress_flags, fwd_reason);
 }
 
 /* A fresh cache entry stands for a SUCCESS of the lookup. */
 VEER_INLINE int veer_forward_cached(struct veer_pkt *pkt, const enum veer_hook hook,
 				    const struct veer_fib_cache_entry *e, __u32 fwd_reason)
 {
-	return veer_send(pkt, hook, e->dmac, e->smac, e->egress_ifindex, fwd_reason);
+	return veer_send(pkt, hook, e->dmac, e->smac, e->egress_ifindex, hook == VEER_HOOK_TC ? e->egress_flags : 0,
+			 fwd_reason);
 }
 
 #endif /* VEER_LIB_FWD_H */

@@ -25,6 +25,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <regex>
 #include <sstream>
 #include <thread>
@@ -44,7 +45,7 @@ const std::vector<std::string> kMapNames = {"veer_services", "veer_slots",     "
                                             "veer_flows",    "veer_backend_rev", "veer_variant_stats",
                                             "veer_reasons",  "veer_port_filter", "veer_meta",
                                             "veer_latency",  "veer_handshakes", "veer_handshake_timeouts",
-                                            "veer_fib_cache"};
+                                            "veer_fib_cache", "veer_egress"};
 
 void run(const std::string& cmd) {
   const int rc = std::system(cmd.c_str());
@@ -401,6 +402,39 @@ TEST_F(DataplaneTest, ModeChangeLeavesOnlyTheNewKind) {
     ASSERT_EQ(dp->attachments().size(), 1u);
     EXPECT_EQ(dp->attachments()[0].mode, kind);
   }
+}
+
+// veer_egress holds exactly the attached veths whose peer is in another namespace (the TC hook then
+// sends with bpf_redirect_peer; anything else must keep bpf_redirect).
+TEST_F(DataplaneTest, FlagsVethsWhosePeerIsInAnotherNamespace) {
+  // A sysfs of this namespace, as `ip netns exec` gives veerd.
+  ASSERT_EQ(mount("sysfs", "/sys", "sysfs", 0, nullptr), 0) << strerror(errno);
+  run("ip netns add vdp-other && ip link add vpeer0 type veth peer name vpeer1 && "
+      "ip link set vpeer1 netns vdp-other && ip link set vpeer0 up");
+  auto flags_in_kernel = [&] {
+    std::map<uint32_t, uint32_t> flags;
+    const int fd = bpf_obj_get((options_.pin_path + "/maps/veer_egress").c_str());
+    EXPECT_GE(fd, 0);
+    uint32_t key = 0, next = 0, value = 0;
+    for (const uint32_t* prev = nullptr; bpf_map_get_next_key(fd, prev, &next) == 0; prev = &key) {
+      key = next;
+      EXPECT_EQ(bpf_map_lookup_elem(fd, &key, &value), 0);
+      flags[key] = value;
+    }
+    close(fd);
+    return flags;
+  };
+  {
+    auto dp = Dataplane::open(options_);
+    dp->attach({"vtest0", "vpeer0"}, AttachMode::Tc);
+    const uint32_t vpeer0 = static_cast<uint32_t>(ifindex_of("vpeer0"));
+    EXPECT_EQ(flags_in_kernel(), (std::map<uint32_t, uint32_t>{{vpeer0, VEER_EGRESS_F_PEER}}))
+        << "vtest0's peer vtest1 is in this namespace: not flagged";
+    dp->attach({"vtest0"}, AttachMode::Tc);
+    EXPECT_TRUE(flags_in_kernel().empty()) << "an interface no longer listed loses its flag";
+  }
+  std::system("ip link del vpeer0 2>/dev/null; ip netns del vdp-other 2>/dev/null");
+  umount2("/sys", MNT_DETACH);
 }
 
 TEST_F(DataplaneTest, InterfacesNoLongerListedAreDetached) {

@@ -1,8 +1,12 @@
 // Attachments: XDP links, tcx links and cls_bpf filters, each remembered by a
 // pin under <pin>/links so they survive veerd and a restart can find them.
+#include <linux/ethtool.h>
 #include <linux/if_link.h>
+#include <linux/sockios.h>
 #include <net/if.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -11,7 +15,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 
 #include <spdlog/spdlog.h>
 
@@ -216,6 +222,42 @@ void unload_pins(const std::string& pin_path) {
     for (const auto& n : left) names += (names.empty() ? "" : ", ") + n;
     fail("detached everything but cannot remove the pin folder " + pin + (names.empty() ? "" : " (it holds: " + names + ")"), err);
   }
+}
+
+namespace {
+
+// An integer attribute of an interface under /sys/class/net; -1 if unreadable.
+long sysfs_net_value(const std::string& ifname, const char* attribute) {
+  std::ifstream in("/sys/class/net/" + ifname + "/" + attribute);
+  long value = -1;
+  if (!(in >> value)) return -1;
+  return value;
+}
+
+}  // namespace
+
+bool veth_peer_in_other_netns(const std::string& ifname, int ifindex) {
+  // The driver, asked through a socket of this process's namespace.
+  const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  ethtool_drvinfo info{};
+  info.cmd = ETHTOOL_GDRVINFO;
+  ifreq ifr{};
+  std::strncpy(ifr.ifr_name, ifname.c_str(), IFNAMSIZ - 1);
+  ifr.ifr_data = reinterpret_cast<char*>(&info);
+  const bool is_veth = ioctl(fd, SIOCETHTOOL, &ifr) == 0 && std::strcmp(info.driver, "veth") == 0;
+  close(fd);
+  if (!is_veth) return false;
+  // /sys shows the namespace it was mounted in (`ip netns exec` remounts it; nsenter does not): trust it
+  // only if it agrees with this namespace about the interface.
+  if (sysfs_net_value(ifname, "ifindex") != ifindex) return false;
+  const long peer = sysfs_net_value(ifname, "iflink");  // the peer's index, in the peer's namespace
+  if (peer <= 0) return false;
+  char peer_name[IF_NAMESIZE] = {};
+  // No device of that index here: the peer is elsewhere. A device of that index here is the peer only if
+  // its own iflink points back.
+  if (if_indextoname(static_cast<unsigned>(peer), peer_name) == nullptr) return true;
+  return sysfs_net_value(peer_name, "iflink") != ifindex;
 }
 
 }  // namespace veer::detail

@@ -197,6 +197,7 @@ class BpfDataplane final : public Dataplane, public MapWriter {
         detach_hook(p);
       }
     }
+    write_egress_flags(targets);
     std::vector<Attachment> result;
     for (const auto& [name, ifindex] : targets) {
       std::vector<PinnedHook> existing;
@@ -418,6 +419,28 @@ class BpfDataplane final : public Dataplane, public MapWriter {
     const bpf_program* prog = hook == Hook::XdpNative || hook == Hook::XdpGeneric ? skel_->progs.veer_xdp
                                                                                  : skel_->progs.veer_tc;
     return bpf_program__fd(prog);
+  }
+
+  // veer_egress (abi.h): exactly the listed interfaces that are veths with their peer in another
+  // namespace, written before the programs see them; entries of interfaces no longer listed go.
+  void write_egress_flags(const std::vector<std::pair<std::string, int>>& targets) {
+    const int fd = bpf_map__fd(skel_->maps.veer_egress);
+    std::set<uint32_t> flagged;
+    for (const auto& [name, ifindex] : targets) {
+      if (!detail::veth_peer_in_other_netns(name, ifindex)) continue;
+      const uint32_t key = static_cast<uint32_t>(ifindex), flags = VEER_EGRESS_F_PEER;
+      if (int err = bpf_map_update_elem(fd, &key, &flags, BPF_ANY); err)
+        fail("map veer_egress: cannot flag " + name, err);
+      flagged.insert(key);
+      spdlog::debug("{}: veth with its peer in another namespace: TC sends with bpf_redirect_peer", name);
+    }
+    std::vector<uint32_t> stale;
+    uint32_t key = 0, next = 0;
+    for (const uint32_t* prev = nullptr; bpf_map_get_next_key(fd, prev, &next) == 0; prev = &key) {
+      key = next;
+      if (!flagged.contains(key)) stale.push_back(key);
+    }
+    for (uint32_t k : stale) bpf_map_delete_elem(fd, &k);
   }
 
   Attachment attach_with(Hook hook, const std::string& name, int ifindex) {

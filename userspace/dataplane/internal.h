@@ -63,6 +63,12 @@ struct AttachRefused : DataplaneError {
 };
 void attach_hook(Hook hook, const std::string& ifname, int ifindex, int prog_fd, const std::string& pin);
 
+// Whether `ifname` (index `ifindex`) is a veth whose peer lives in another
+// network namespace: the TC hook may then hand it packets with
+// bpf_redirect_peer (abi.h VEER_EGRESS_F_PEER). False when unsure (e.g. /sys
+// describes another namespace): plain bpf_redirect is always right.
+bool veth_peer_in_other_netns(const std::string& ifname, int ifindex);
+
 // Detach and unpin. Already-gone attachments are fine; other errors throw.
 void detach_hook(const PinnedHook& pinned);
 

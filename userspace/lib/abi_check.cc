@@ -119,6 +119,7 @@ VEER_CHECK_FIELD(veer_fib_cache_entry, mtu, 32);
 VEER_CHECK_FIELD(veer_fib_cache_entry, smac, 36);
 VEER_CHECK_FIELD(veer_fib_cache_entry, dmac, 42);
 VEER_CHECK_FIELD(veer_fib_cache_entry, family, 48);
+VEER_CHECK_FIELD(veer_fib_cache_entry, egress_flags, 49);
 
 VEER_CHECK_SIZE(veer_meta, 16);
 VEER_CHECK_FIELD(veer_meta, abi_version, 0);

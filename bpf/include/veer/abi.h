@@ -18,12 +18,13 @@
 #ifndef VEER_ABI_H
 #define VEER_ABI_H
 
-#define VEER_ABI_VERSION 4 /* 2: veer_fib_cache; 3: kernel telemetry (flow state,
+#define VEER_ABI_VERSION 5 /* 2: veer_fib_cache; 3: kernel telemetry (flow state,
 			    * nat_rev.req_ts_ns, counters, latency histogram,
 			    * handshakes); 4: one veer_flows entry per flow for
 			    * both directions (key struct veer_flow_id, value
 			    * with req_ts_ns, no last_seen_ns), veer_nat_rev
-			    * replaced by veer_backend_rev */
+			    * replaced by veer_backend_rev; 5: veer_egress
+			    * (peer redirect), veer_fib_cache_entry.egress_flags */
 
 /* Limits (SPEC §1). */
 #define VEER_MAX_SERVICES 64
@@ -285,8 +286,21 @@ struct veer_fib_cache_entry {
 	__u8 smac[6];
 	__u8 dmac[6];
 	__u8 family;           /* VEER_AF_*; 0: empty */
-	__u8 pad[3];
+	__u8 egress_flags;     /* VEER_EGRESS_F_* of egress_ifindex */
+	__u8 pad[2];
 };
+
+/* Map veer_egress (HASH, key __u32 ifindex -> __u32 VEER_EGRESS_F_* bits),
+ * written by veerd for the interfaces it attaches to.
+ * VEER_EGRESS_F_PEER: a veth whose peer lives in another network namespace.
+ * The TC hook (ingress) then sends with bpf_redirect_peer(): the packet
+ * enters the peer's namespace on the same CPU, in the same softirq, instead
+ * of a transmit on the veth that queues it to the backlog for a second pass
+ * (how Cilium moves pod traffic). Not used by XDP, and never for a device
+ * without the flag (redirect_peer drops for anything but a veth/netkit whose
+ * peer is in another namespace). */
+#define VEER_EGRESS_MAX 256
+#define VEER_EGRESS_F_PEER 0x01
 
 /* Map veer_meta (ARRAY, 1 entry): written by veerd, read on adoption. */
 struct veer_meta {
