@@ -768,27 +768,33 @@ def markdown(header: list[str], results: list[Result], peers: list[str]) -> str:
 
 
 def targets(s: dict, peers: list[str]) -> list[str]:
-    """The issue's targets, for veer-xdp (else the first veer mode that ran)."""
-    veer = next((p for p in ["veer-xdp"] + list(VEER_MODES) if p in peers), None)
-    if veer is None:
+    """The issue's targets, for every veer attach mode that ran (a column each): the ratio of medians and
+    PASS/MISS. For p99 and CPU/req the ratio is peer / veer, i.e. how many times lower veer is."""
+    modes = [p for p in VEER_MODES if p in peers]
+    if not modes:
         return ["Targets: no veer peer in this run."]
-    lines = [f"Targets ({veer}; ratios of medians; for p99 and CPU/req the ratio is peer ÷ {veer}, "
-             f"i.e. how many times lower veer is):", ""]
+    rows: list[tuple[str, float, list[float | None]]] = []
 
-    def check(label: str, r: float | None, bound: float) -> None:
-        verdict = "n/a" if r is None else ("PASS" if r >= bound else "MISS")
-        lines.append(f"- {label}: {fmt('{:.2f}', r)} (>= {bound}) {verdict}")
+    def target(label: str, bound: float, ratio_of) -> None:
+        rows.append((label, bound, [ratio_of(m) for m in modes]))
 
-    check(f"new-conn req/s {veer} / nftables", ratio(s, veer, "nftables", "new_rps"), 1.25)
-    check(f"new-conn req/s {veer} / plain", ratio(s, veer, "plain", "new_rps"), 1.0)
-    check(f"keep-alive req/s {veer} / nftables", ratio(s, veer, "nftables", "ka_rps"), 1.2)
-    check(f"UDP delivered pkt/s {veer} / nftables", ratio(s, veer, "nftables", "udp_delivered_pps"), 1.6)
+    target("new-conn req/s vs nftables", 1.25, lambda m: ratio(s, m, "nftables", "new_rps"))
+    target("new-conn req/s vs plain", 1.0, lambda m: ratio(s, m, "plain", "new_rps"))
+    target("keep-alive req/s vs nftables", 1.2, lambda m: ratio(s, m, "nftables", "ka_rps"))
+    target("UDP delivered pkt/s vs nftables", 1.6, lambda m: ratio(s, m, "nftables", "udp_delivered_pps"))
     for other in ("nginx", "haproxy"):
         for key, head, _, higher in FIGURES:
             if key.startswith("udp"):
                 continue
-            r = ratio(s, veer, other, key) if higher else ratio(s, other, veer, key)
-            check(f"{head} {veer} vs {other}", r, 1.9)
+            target(f"{head} vs {other}", 1.9,
+                   (lambda m, k=key, o=other, h=higher: ratio(s, m, o, k) if h else ratio(s, o, m, k)))
+    lines = ["Targets (ratio of medians per veer attach mode; p99 and CPU/req: peer ÷ veer, how many times "
+             "lower veer is):", "",
+             "| target | bound | " + " | ".join(modes) + " |",
+             "|---|---|" + "---|" * len(modes)]
+    for label, bound, values in rows:
+        cells = [("n/a" if r is None else f"{r:.2f} {'PASS' if r >= bound else 'MISS'}") for r in values]
+        lines.append(f"| {label} | >= {bound} | " + " | ".join(cells) + " |")
     return lines
 
 
