@@ -6,7 +6,7 @@
 #   sudo bench/race/run.sh --cleanup        (removes what a killed run left: vrace-* namespaces, /run/vrace)
 #
 # Build dir: $VEER_BUILD_DIR (default build/ in the repo): userspace/daemon/veerd, userspace/ctl/veerctl,
-# bench/race/veer_udpgen (without it the UDP figures are n/a).
+# bench/race/veer_udpgen; built there first (after scripts/install-deps.sh) when any is missing.
 set -Eeuo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -23,5 +23,18 @@ cleanup() { python3 "$HERE/race.py" --build "$BUILD" --cleanup || true; }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+# From a fresh clone: dependencies and the three binaries the race needs are built first (once).
+needs_build=0
+for f in userspace/daemon/veerd userspace/ctl/veerctl bench/race/veer_udpgen; do
+  [ -x "$BUILD/$f" ] || needs_build=1
+done
+case " $* " in *" --cleanup "*|*" --report "*|*" -h "*|*" --help "*) needs_build=0 ;; esac
+if [ "$needs_build" = 1 ]; then
+  echo "run.sh: building veerd, veerctl and veer_udpgen in $BUILD (scripts/install-deps.sh first)" >&2
+  "$REPO/scripts/install-deps.sh"
+  cmake -S "$REPO" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake --build "$BUILD" -j"$(nproc)" --target veerd veerctl veer_udpgen
+fi
 
 python3 "$HERE/race.py" --build "$BUILD" "$@"
