@@ -2,7 +2,7 @@
 """bench/race driver: races veer against its peers on a fresh netns testbed per (peer, round).
 
 Run through bench/race/run.sh (root). Topology, peers and figures: bench/race/README.md.
-Standard library only (python3 of Debian 12); public tools: ip, ethtool, tc, bpftool, clang, curl, wrk,
+Standard library only (python3 of Debian 12); public tools: ip, ethtool, curl, wrk,
 nginx, haproxy, nft, iptables-restore.
 """
 from __future__ import annotations
