@@ -11,33 +11,36 @@ FLOWS = e2e.flows(10000, 2000)
 class TestSplit(e2e.VeerCase):
     prefix = "ve2e-split"
 
-    def run_case(self, src, what):
+    def run_case(self, sources, what):
         weights = self.veerd.weights("ranker")
-        before = self.veerd.counters("ranker")
-        r = self.tb.client("http", "--dst", e2e.VIP4, "--port", 80, "--src", src, "--count", FLOWS,
-                           "--concurrency", 16, "--time-limit", e2e.scaled(150), timeout=200)
-        print(f"  {what}: {r['completed']} connections in {r['elapsed']} s ({r['rate']}/s), errors {r['errors']}",
-              flush=True)
-        self.assertEqual(r["completed"], FLOWS, f"{what}: not every connection completed: {r}")
-        at_backends = self.tb.counts_at_backends(src)
-        # what the client saw and what the backends counted must agree
-        self.assertEqual({v: n for v, n in at_backends.items() if n}, r["variants"])
-        self.assertEqual(sum(at_backends.values()), FLOWS)
-        self.assertSplit(at_backends, weights, what)
-        # the kernel's per-variant new-flow counters saw these flows too
-        after = self.veerd.counters("ranker")
-        for v, n in at_backends.items():
-            self.assertGreaterEqual(after[v]["flows"] - before[v]["flows"], n, f"{what}: flows counter of {v}")
-        return at_backends
+
+        def sample(src):
+            before = self.veerd.counters("ranker")
+            r = self.tb.client("http", "--dst", e2e.VIP4, "--port", 80, "--src", src, "--count", FLOWS,
+                               "--concurrency", 16, "--time-limit", e2e.scaled(150), timeout=200)
+            print(f"  {what}: {r['completed']} connections from {src} in {r['elapsed']} s ({r['rate']}/s), "
+                  f"errors {r['errors']}", flush=True)
+            self.assertEqual(r["completed"], FLOWS, f"{what}: not every connection completed: {r}")
+            at_backends = self.tb.counts_at_backends(src)
+            # what the client saw and what the backends counted must agree
+            self.assertEqual({v: n for v, n in at_backends.items() if n}, r["variants"])
+            self.assertEqual(sum(at_backends.values()), FLOWS)
+            # the kernel's per-variant new-flow counters saw these flows too
+            after = self.veerd.counters("ranker")
+            for v, n in at_backends.items():
+                self.assertGreaterEqual(after[v]["flows"] - before[v]["flows"], n, f"{what}: flows counter of {v}")
+            return at_backends
+
+        return self.assertSampledSplit(sample, sources, weights, what)
 
     def test_1_configured_90_5_5(self):
         self.assertEqual(self.veerd.weights("ranker"), {"blue": 90.0, "green": 5.0, "canary": 5.0})
-        self.run_case("10.0.1.11", "90/5/5")
+        self.run_case(["10.0.1.11", "10.0.1.13"], "90/5/5")
 
     def test_2_weights_99_5_canary_0_5(self):
         self.veerd.ctl("weights", "ranker", "blue=99.5", "canary=0.5")
         self.assertEqual(self.veerd.weights("ranker"), {"blue": 99.5, "green": 0.0, "canary": 0.5})
-        counts = self.run_case("10.0.1.12", "99.5/0.5")
+        counts = self.run_case(["10.0.1.12", "10.0.1.14"], "99.5/0.5")
         self.assertGreater(counts["canary"], 0)
 
 

@@ -15,30 +15,36 @@ class TestUdpAndIpv6(e2e.VeerCase):
 
     def test_udp_split(self):
         weights = self.veerd.weights("ranker-udp")
-        src = "10.0.1.21"
-        r = self.tb.client("udp", "--dst", e2e.VIP4, "--port", 53, "--src", src, "--count", FLOWS,
-                           "--concurrency", 32, timeout=120)
-        print(f"  udp: {r['completed']} flows in {r['elapsed']} s, retries {r['retries']}, errors {r['errors']}",
-              flush=True)
-        self.assertEqual(r["completed"], FLOWS, r)
-        self.assertEqual(r["errors"], {}, r)
-        # each flow sent one datagram (plus retries): counted at the backends, per variant, as the client saw
-        at_backends = self.tb.counts_at_backends(src, kind="udp", field="datagrams")
-        self.assertEqual(sum(at_backends.values()), FLOWS + r["retries"])
-        if r["retries"] == 0:
-            self.assertEqual({v: n for v, n in at_backends.items() if n}, r["variants"])
-        self.assertSplit(r["variants"], weights, "udp ranker-udp")
+
+        def sample(src):
+            r = self.tb.client("udp", "--dst", e2e.VIP4, "--port", 53, "--src", src, "--count", FLOWS,
+                               "--concurrency", 32, timeout=120)
+            print(f"  udp: {r['completed']} flows from {src} in {r['elapsed']} s, retries {r['retries']}, "
+                  f"errors {r['errors']}", flush=True)
+            self.assertEqual(r["completed"], FLOWS, r)
+            self.assertEqual(r["errors"], {}, r)
+            # each flow sent one datagram (plus retries): counted at the backends, per variant, as the client saw
+            at_backends = self.tb.counts_at_backends(src, kind="udp", field="datagrams")
+            self.assertEqual(sum(at_backends.values()), FLOWS + r["retries"])
+            if r["retries"] == 0:
+                self.assertEqual({v: n for v, n in at_backends.items() if n}, r["variants"])
+            return r["variants"]
+
+        self.assertSampledSplit(sample, ["10.0.1.21", "10.0.1.31"], weights, "udp ranker-udp")
 
     def test_ipv6_split(self):
         weights = self.veerd.weights("ranker6")
-        src = "fd00:1::22"
-        r = self.tb.client("http", "--dst", e2e.VIP6, "--port", 80, "--src", src, "--count", FLOWS,
-                           "--concurrency", 16, timeout=120)
-        print(f"  ipv6: {r['completed']} connections in {r['elapsed']} s ({r['rate']}/s)", flush=True)
-        self.assertEqual(r["completed"], FLOWS, r)
-        at_backends = self.tb.counts_at_backends(src)
-        self.assertEqual({v: n for v, n in at_backends.items() if n}, r["variants"])
-        self.assertSplit(at_backends, weights, "ipv6 ranker6")
+
+        def sample(src):
+            r = self.tb.client("http", "--dst", e2e.VIP6, "--port", 80, "--src", src, "--count", FLOWS,
+                               "--concurrency", 16, timeout=120)
+            print(f"  ipv6: {r['completed']} connections from {src} in {r['elapsed']} s ({r['rate']}/s)", flush=True)
+            self.assertEqual(r["completed"], FLOWS, r)
+            at_backends = self.tb.counts_at_backends(src)
+            self.assertEqual({v: n for v, n in at_backends.items() if n}, r["variants"])
+            return at_backends
+
+        self.assertSampledSplit(sample, ["fd00:1::22", "fd00:1::32"], weights, "ipv6 ranker6")
 
     def test_non_service_traffic_passes(self):
         # Backend addresses are not services: plain routing through the lb, each reaching exactly its backend.
