@@ -56,7 +56,7 @@ VEER_INLINE void veer_fib_params(const struct veer_pkt *pkt, const enum veer_hoo
 
 /* The way out of a SUCCESS: new Ethernet addresses, then XDP_TX back out of
  * the ingress interface or a redirect. egress_flags: VEER_EGRESS_F_* of
- * egress_ifindex (TC only; 0 for XDP). */
+ * egress_ifindex; only the TC hook acts on them (XDP stores 0 anyway). */
 VEER_INLINE int veer_send(struct veer_pkt *pkt, const enum veer_hook hook, const __u8 *dmac,
 			  const __u8 *smac, __u32 egress_ifindex, __u8 egress_flags, __u32 fwd_reason)
 {
@@ -133,8 +133,7 @@ VEER_INLINE int veer_forward(struct veer_pkt *pkt, const enum veer_hook hook,
 VEER_INLINE int veer_forward_cached(struct veer_pkt *pkt, const enum veer_hook hook,
 				    const struct veer_fib_cache_entry *e, __u32 fwd_reason)
 {
-	return veer_send(pkt, hook, e->dmac, e->smac, e->egress_ifindex, hook == VEER_HOOK_TC ? e->egress_flags : 0,
-			 fwd_reason);
+	return veer_send(pkt, hook, e->dmac, e->smac, e->egress_ifindex, e->egress_flags, fwd_reason);
 }
 
 #endif /* VEER_LIB_FWD_H */

@@ -87,7 +87,7 @@ void Daemon::start() {
     it = state_.service_ids.count(it->first) ? std::next(it) : state_.services.erase(it);
   }
   for (const auto& svc : config_.services) {
-    Service s{svc, state_.service_ids.at(svc.name), {}};
+    Service s{.config = svc, .id = state_.service_ids.at(svc.name)};
     auto saved = state_.services.find(svc.name);
     const std::optional<RolloutState> persisted =
         saved == state_.services.end() ? std::nullopt : saved->second.rollout;
@@ -482,7 +482,7 @@ json Daemon::reload() {
       unchanged.push_back(svc.name);
       continue;
     }
-    Service s{svc, ids.at(svc.name), {}};
+    Service s{.config = svc, .id = ids.at(svc.name)};
     auto saved = state_.services.find(svc.name);
     // The rollout goes on where it was if its section is the same; a new or
     // edited section starts afresh (Idle).

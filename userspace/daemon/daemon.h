@@ -83,8 +83,8 @@ class Daemon {
   struct Service {
     ServiceConfig config;
     uint32_t id = 0;
-    std::vector<uint32_t> desired_bp;  // per variant, what was last asked for
-    std::string stable;                // the stable variant now (a completed rollout changes it)
+    std::vector<uint32_t> desired_bp{};  // per variant, what was last asked for
+    std::string stable{};                // the stable variant now (a completed rollout changes it)
     std::shared_ptr<Runtime> rt = std::make_shared<Runtime>();
   };
 

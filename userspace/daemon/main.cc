@@ -23,6 +23,7 @@
 #include <filesystem>
 #include <functional>
 #include <iostream>
+#include <optional>
 
 #include "control_server.h"
 #include "veer/metrics_server.h"
@@ -66,18 +67,24 @@ bool socket_answers(const std::string& path) {
   return connected;
 }
 
+// The config file, or its error on stderr (a bad config is refused as a whole, nothing touched).
+std::optional<veer::Config> load_config_or_report(const std::string& config_path) {
+  try {
+    return veer::load_config_file(config_path);
+  } catch (const veer::ConfigError& e) {
+    std::cerr << e.what() << "\n";
+    return std::nullopt;
+  }
+}
+
 // veerd --unload: the data plane of a config, removed without a running
 // veerd (after a crash, before removing the package, or when open() refuses
 // pins of another ABI version). A running veerd owns the pins: it is asked
 // instead (veerctl shutdown --unload), never pulled from under it.
 int unload_offline(const std::string& config_path) {
-  veer::Config config;
-  try {
-    config = veer::load_config_file(config_path);
-  } catch (const veer::ConfigError& e) {
-    std::cerr << e.what() << "\n";
-    return 1;
-  }
+  const std::optional<veer::Config> loaded = load_config_or_report(config_path);
+  if (!loaded) return 1;
+  const veer::Config& config = *loaded;
   const std::string& pin = config.node.pin_path;
   if (socket_answers(config.node.socket)) {
     std::cerr << "veerd: a veerd serves " << config.node.socket << "; stop it with `veerctl --socket "
@@ -170,13 +177,9 @@ int main(int argc, char** argv) {
   }
 
   // 1. Config: refused as a whole, nothing touched.
-  veer::Config config;
-  try {
-    config = veer::load_config_file(config_path);
-  } catch (const veer::ConfigError& e) {
-    std::cerr << e.what() << "\n";
-    return 1;
-  }
+  const std::optional<veer::Config> loaded = load_config_or_report(config_path);
+  if (!loaded) return 1;
+  const veer::Config& config = *loaded;
   for (const auto& w : config.warnings) spdlog::warn("{}: {}", config_path, w);
 
   signal(SIGPIPE, SIG_IGN);
