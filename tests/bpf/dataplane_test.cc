@@ -380,13 +380,16 @@ INSTANTIATE_TEST_SUITE_P(Modes, AttachModeTest,
                                            ModeCase{AttachMode::Tc, true, "tcx"},
                                            ModeCase{AttachMode::Tc, false, "tc"},
                                            ModeCase{AttachMode::ClsBpf, true, "tc"},
-                                           ModeCase{AttachMode::Auto, true, "xdp"}),
+                                           // vtest0 is a veth: auto takes the TC hook there.
+                                           ModeCase{AttachMode::Auto, true, "tcx"},
+                                           ModeCase{AttachMode::Auto, false, "tc"}),
                          [](const auto& info) {
                            std::string name = info.param.expected;
                            for (auto& ch : name)
                              if (ch == '-') ch = '_';
                            if (info.param.mode == AttachMode::ClsBpf) return name + "_forced_cls_bpf";
-                           return name + (info.param.mode == AttachMode::Auto ? "_auto" : "");
+                           if (info.param.mode == AttachMode::Auto) return name + "_auto_on_veth";
+                           return name + (info.param.allow_tcx ? "" : "_without_tcx");
                          });
 
 TEST_F(DataplaneTest, ModeChangeLeavesOnlyTheNewKind) {
@@ -401,6 +404,27 @@ TEST_F(DataplaneTest, ModeChangeLeavesOnlyTheNewKind) {
     EXPECT_EQ(progs[0].first, kind);
     ASSERT_EQ(dp->attachments().size(), 1u);
     EXPECT_EQ(dp->attachments()[0].mode, kind);
+  }
+}
+
+// Off veths, auto means XDP: native where the driver has it, else generic. A bridge has no native
+// XDP (nor has a dummy device, which not every kernel here has), so auto must fall back to generic XDP there.
+TEST_F(DataplaneTest, AutoOffVethTakesXdpFallingBackToGeneric) {
+  run("ip link add vbridge0 type bridge && ip link set vbridge0 up");
+  struct DeleteBridge {
+    ~DeleteBridge() { std::system("ip link del vbridge0 2>/dev/null"); }
+  } delete_bridge;  // also when an assertion returns early
+  {
+    auto dp = Dataplane::open(options_);
+    const auto attached = dp->attach({"vbridge0", "vtest0"}, AttachMode::Auto);
+    ASSERT_EQ(attached.size(), 2u);
+    EXPECT_EQ(attached[0].mode, "xdp-generic");
+    EXPECT_EQ(attached[1].mode, tc_kind()) << "vtest0 is a veth";
+    const auto progs = programs_on("vbridge0");
+    ASSERT_EQ(progs.size(), 1u);
+    EXPECT_EQ(progs[0].first, "xdp-generic");
+    dp->unload();
+    EXPECT_TRUE(programs_on("vbridge0").empty());
   }
 }
 

@@ -10,6 +10,8 @@ FLOWS = e2e.flows(10000, 2000)
 
 class TestSplit(e2e.VeerCase):
     prefix = "ve2e-split"
+    # Native XDP (the testbed turns TX checksum offload off for it): the other files run `auto`, i.e. tc.
+    attach = "xdp"
 
     def run_case(self, sources, what):
         weights = self.veerd.weights("ranker")

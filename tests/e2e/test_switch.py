@@ -14,6 +14,8 @@ NEW_AFTER_SWITCH = e2e.flows(300, 60)
 
 class TestSwitch(e2e.VeerCase):
     prefix = "ve2e-switch"
+    # Native XDP (the testbed turns TX checksum offload off for it): the other files run `auto`, i.e. tc.
+    attach = "xdp"
 
     def test_switch_keeps_established_connections(self):
         src_long, src_new = "10.0.1.31", "10.0.1.32"

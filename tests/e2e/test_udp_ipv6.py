@@ -12,6 +12,8 @@ PLAIN_UDP = e2e.flows(100, 20)
 
 class TestUdpAndIpv6(e2e.VeerCase):
     prefix = "ve2e-udp6"
+    # Native XDP (the testbed turns TX checksum offload off for it): the other files run `auto`, i.e. tc.
+    attach = "xdp"
 
     def test_udp_split(self):
         weights = self.veerd.weights("ranker-udp")

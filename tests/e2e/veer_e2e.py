@@ -10,6 +10,7 @@ import argparse
 import json
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -369,15 +370,25 @@ class Veerd:
                 for v in self.service(name, status)["variants"]}
 
 
+def set_attach(text, mode):
+    """The config text with its one `attach:` line set to MODE."""
+    text, n = re.subn(r"(?m)^(\s*attach:\s*)\S+\s*$", rf"\g<1>{mode}", text)
+    if n != 1:
+        raise ValueError(f"the config has {n} attach lines, not one")
+    return text
+
+
 class VeerCase(unittest.TestCase):
     """One testbed and one veerd for a test file (setUpClass), torn down whatever happens."""
     prefix = None
     with_veerd = True
+    attach = None  # None: the config's own (examples/testbed.yaml: auto, which is tc on the testbed's veths)
 
     @classmethod
     def config_text(cls, tb):
         """The veerd config of this file (default: examples/testbed.yaml for the file's prefix)."""
-        return tb.render_config()
+        text = tb.render_config()
+        return set_attach(text, cls.attach) if cls.attach else text
 
     @classmethod
     def setUpClass(cls):

@@ -236,7 +236,7 @@ long sysfs_net_value(const std::string& ifname, const char* attribute) {
 
 }  // namespace
 
-bool veth_peer_in_other_netns(const std::string& ifname, int ifindex) {
+bool is_veth(const std::string& ifname) {
   // The driver, asked through a socket of this process's namespace.
   const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return false;
@@ -245,9 +245,13 @@ bool veth_peer_in_other_netns(const std::string& ifname, int ifindex) {
   ifreq ifr{};
   std::strncpy(ifr.ifr_name, ifname.c_str(), IFNAMSIZ - 1);
   ifr.ifr_data = reinterpret_cast<char*>(&info);
-  const bool is_veth = ioctl(fd, SIOCETHTOOL, &ifr) == 0 && std::strcmp(info.driver, "veth") == 0;
+  const bool veth = ioctl(fd, SIOCETHTOOL, &ifr) == 0 && std::strcmp(info.driver, "veth") == 0;
   close(fd);
-  if (!is_veth) return false;
+  return veth;
+}
+
+bool veth_peer_in_other_netns(const std::string& ifname, int ifindex) {
+  if (!is_veth(ifname)) return false;
   // /sys shows the namespace it was mounted in (`ip netns exec` remounts it; nsenter does not): trust it
   // only if it agrees with this namespace about the interface.
   if (sysfs_net_value(ifname, "ifindex") != ifindex) return false;

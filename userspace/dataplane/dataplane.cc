@@ -448,16 +448,23 @@ class BpfDataplane final : public Dataplane, public MapWriter {
     return {name, ifindex, hook_tag(hook)};
   }
 
+  std::vector<Hook> tc_hooks() const {
+    return options_.allow_tcx ? std::vector<Hook>{Hook::Tcx, Hook::ClsBpf} : std::vector<Hook>{Hook::ClsBpf};
+  }
+
   Attachment attach_interface(const std::string& name, int ifindex, AttachMode mode,
                               const std::vector<PinnedHook>& existing) {
     std::vector<Hook> acceptable;
     switch (mode) {
       case AttachMode::Xdp: acceptable = {Hook::XdpNative}; break;
       case AttachMode::XdpGeneric: acceptable = {Hook::XdpGeneric}; break;
-      case AttachMode::Auto: acceptable = {Hook::XdpNative, Hook::XdpGeneric}; break;
-      case AttachMode::Tc:
-        acceptable = options_.allow_tcx ? std::vector<Hook>{Hook::Tcx, Hook::ClsBpf} : std::vector<Hook>{Hook::ClsBpf};
+      case AttachMode::Auto:
+        // Not native XDP on a veth: it copies every packet into an XDP buffer (the slowest mode for TCP in
+        // bench/race), and a TCP segment whose sender left the checksum to offload (CHECKSUM_PARTIAL, the
+        // veth default) leaves it as a frame whose checksum nobody completes. The TC hook keeps the skb.
+        acceptable = detail::is_veth(name) ? tc_hooks() : std::vector<Hook>{Hook::XdpNative, Hook::XdpGeneric};
         break;
+      case AttachMode::Tc: acceptable = tc_hooks(); break;
       case AttachMode::ClsBpf: acceptable = {Hook::ClsBpf}; break;
     }
     // A live pinned attachment of an acceptable kind gets the new program in

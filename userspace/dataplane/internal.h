@@ -63,6 +63,10 @@ struct AttachRefused : DataplaneError {
 };
 void attach_hook(Hook hook, const std::string& ifname, int ifindex, int prog_fd, const std::string& pin);
 
+// Whether `ifname`'s driver is veth (asked with ETHTOOL_GDRVINFO in this
+// process's namespace; false when it cannot be asked).
+bool is_veth(const std::string& ifname);
+
 // Whether `ifname` (index `ifindex`) is a veth whose peer lives in another
 // network namespace: the TC hook may then hand it packets with
 // bpf_redirect_peer (abi.h VEER_EGRESS_F_PEER). False when unsure (e.g. /sys
