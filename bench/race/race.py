@@ -36,7 +36,7 @@ HTTP_PORT, UDP_PORT, STATUS_PORT = 80, 9000, 8081
 LB_IFS = ["lbc"] + [f"lb{v}" for v, _, _ in VARIANTS]
 VEER_MODES = {"veer-xdp": ("xdp", "xdp"), "veer-xdp-generic": ("xdp-generic", "xdp-generic"),
               "veer-tcx": ("tc", "tcx"), "veer-cls_bpf": ("cls_bpf", "tc")}  # peer -> (config attach, status mode)
-ALL_PEERS = ["plain", "veer-xdp", "veer-xdp-generic", "veer-tcx", "veer-cls_bpf", "nftables", "iptables",
+ALL_PEERS = ["plain", "ecmp", "veer-xdp", "veer-xdp-generic", "veer-tcx", "veer-cls_bpf", "nftables", "iptables",
              "nginx", "haproxy"]
 NGINX_STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -135,7 +135,17 @@ def cleanup_everything() -> None:
 # ---------------------------------------------------------------------------------------------------------
 # Testbed: client -- lb -- blue/green/canary, like scripts/testbed.sh (IPv4 only, nginx backends).
 
-def ns_settings_script(forward: bool, devs: list[str]) -> str:
+# Offloads of every veth end, the same for every peer of a run (--offloads):
+#   xdp-safe  GRO on, TX checksum offload off. FACTS.md: XDP_REDIRECT into a veth needs GRO (NAPI) on the
+#             target, and native XDP on a veth turns a CHECKSUM_PARTIAL skb into a frame whose checksum is
+#             never completed, so TCP through veer-xdp needs the senders to checksum in software. The default:
+#             the one testbed on which all peers, veer-xdp included, run.
+#   nic       GRO on, TX checksum offload (and so TSO) on, like a NIC: the senders do not checksum, so the
+#             lb hop is a larger share of the work. veer-xdp cannot carry TCP here and is not run.
+OFFLOADS = {"xdp-safe": "gro on tx off", "nic": "gro on tx on"}
+
+
+def ns_settings_script(forward: bool, devs: list[str], offloads: str) -> str:
     lines = ["set -e", "w() { echo \"$2\" > /proc/sys/net/$1; }"]
     for c in ["all", "default"] + devs:
         lines.append(f"w ipv4/conf/{c}/rp_filter 0")
@@ -144,14 +154,12 @@ def ns_settings_script(forward: bool, devs: list[str]) -> str:
     # Client (and proxies on the lb): many short connections; the same on every namespace.
     lines += ["w ipv4/ip_local_port_range '1024 65535'", "w ipv4/tcp_tw_reuse 1",
               "echo 4096 > /proc/sys/net/core/somaxconn", "w ipv4/tcp_max_syn_backlog 4096"]
-    # FACTS.md: XDP redirect into a veth needs GRO on the target; TCP across it needs TX csum offload off.
-    # Applied to every veth end for every peer, so the testbed is the same for all of them.
     for d in devs:
-        lines.append(f"ethtool -K {d} gro on tx off >/dev/null")
+        lines.append(f"ethtool -K {d} {OFFLOADS[offloads]} >/dev/null")
     return "\n".join(lines)
 
 
-def topo_up() -> None:
+def topo_up(offloads: str = "xdp-safe") -> None:
     if existing_namespaces() & set(ALL_NS):
         raise RaceError(f"namespaces of a previous run exist ({PREFIX}-*): run bench/race/run.sh --cleanup")
     (RUN_DIR / "logs").mkdir(parents=True, exist_ok=True)
@@ -162,10 +170,11 @@ def topo_up() -> None:
                      f" netns {NS_BACKEND[v]}")
     run(["ip", "-n", NS_LB, "-batch", "-"], input="\n".join(pairs) + "\n")
 
-    procs = [subprocess.Popen(["ip", "netns", "exec", NS_LB, "sh", "-c", ns_settings_script(True, LB_IFS)],
-                              stderr=subprocess.PIPE, text=True)]
+    procs = [subprocess.Popen(["ip", "netns", "exec", NS_LB, "sh", "-c",
+                               ns_settings_script(True, LB_IFS, offloads)], stderr=subprocess.PIPE, text=True)]
     for ns in [NS_CLIENT] + list(NS_BACKEND.values()):
-        procs.append(subprocess.Popen(["ip", "netns", "exec", ns, "sh", "-c", ns_settings_script(False, ["eth0"])],
+        procs.append(subprocess.Popen(["ip", "netns", "exec", ns, "sh", "-c",
+                                       ns_settings_script(False, ["eth0"], offloads)],
                                       stderr=subprocess.PIPE, text=True))
     for p in procs:
         _, err = p.communicate(timeout=20)
@@ -358,6 +367,22 @@ def setup_iptables(procs: Processes, args) -> PeerSetup:
     return PeerSetup(VIP, VIP, f"statistic random DNAT chain; {version}")
 
 
+def setup_ecmp(procs: Processes, args) -> PeerSetup:
+    # The routing floor of a split: no NAT, no conntrack, no program. Every backend owns the VIP (on lo) and
+    # the lb routes it by weighted multipath with the L4 hash (per connection, like a splitter), replies are
+    # routed back as in `plain`. What any lb that works as a routing hop pays at least, with the same split
+    # (same backends, same worker processes engaged) as the splitters, which `plain` (blue only) has not.
+    for v, _, _ in VARIANTS:
+        run(["ip", "-n", NS_BACKEND[v], "address", "add", f"{VIP}/32", "dev", "lo"])
+    nsexec(NS_LB, ["sh", "-c", "echo 1 > /proc/sys/net/ipv4/fib_multipath_hash_policy"])
+    hops = []
+    for v, n, w in VARIANTS:
+        hops += ["nexthop", "via", f"10.1.{n}.2", "dev", f"lb{v}", "weight", str(w)]
+    run(["ip", "-n", NS_LB, "route", "add", f"{VIP}/32"] + hops)
+    return PeerSetup(VIP, VIP, "routing only, weighted multipath route to the VIP (L4 hash), VIP on the "
+                               "backends' lo, no NAT")
+
+
 def add_vip_to_lb_lo() -> None:
     run(["ip", "-n", NS_LB, "address", "add", f"{VIP}/32", "dev", "lo"])
 
@@ -496,7 +521,7 @@ def make_veer_setup(peer: str):
     return setup
 
 
-PEER_SETUP = {"plain": setup_plain, "nftables": setup_nftables, "iptables": setup_iptables,
+PEER_SETUP = {"plain": setup_plain, "ecmp": setup_ecmp, "nftables": setup_nftables, "iptables": setup_iptables,
               "nginx": setup_nginx, "haproxy": setup_haproxy}
 PEER_SETUP.update({p: make_veer_setup(p) for p in VEER_MODES})
 
@@ -599,12 +624,22 @@ def connectivity(target: str) -> None:
     raise RaceError(f"no HTTP answer through the lb from http://{target}/ (last: {last!r})")
 
 
+def tear_down(args, peer: str, procs: Processes) -> None:
+    """Stops what a measurement started and removes the testbed."""
+    procs.stop_all()
+    if peer in VEER_MODES and (RUN_DIR / "veer.yaml").exists() and NS_LB in existing_namespaces():
+        # Pinned links keep the programs attached after veerd stops (by design): detach and unpin.
+        nsexec(NS_LB, [str(args.veerd), "--unload", "--config", str(RUN_DIR / "veer.yaml")], check=False,
+               timeout=15)
+    cleanup_everything()
+
+
 def measure(args, peer: str, rnd: int, pos: int) -> Result:
     res = Result(rnd, pos, peer)
     procs = Processes()
     t0 = time.monotonic()
     try:
-        topo_up()
+        topo_up(args.offloads)
         sink_pids = start_backends(procs, args)
         setup = PEER_SETUP[peer](procs, args)
         res.note = setup.note
@@ -635,12 +670,7 @@ def measure(args, peer: str, rnd: int, pos: int) -> Result:
             keep_dir = args.out / "failed-logs" / f"r{rnd}-{peer}"
             shutil.copytree(logs, keep_dir, dirs_exist_ok=True)
     finally:
-        procs.stop_all()
-        if peer in VEER_MODES and (RUN_DIR / "veer.yaml").exists() and NS_LB in existing_namespaces():
-            # Pinned links keep the programs attached after veerd stops (by design): detach and unpin.
-            nsexec(NS_LB, [str(args.veerd), "--unload", "--config", str(RUN_DIR / "veer.yaml")], check=False,
-                   timeout=15)
-        cleanup_everything()
+        tear_down(args, peer, procs)
     f = res.fig
     if not res.failed:
         udp = f"{f['udp_delivered_pps']:.0f}/s" if "udp_delivered_pps" in f else f.get("udp_note", "n/a")
@@ -712,6 +742,7 @@ def header_lines(args) -> list[str]:
              f"cpu: {cpu}", f"nproc: {os.cpu_count()}",
              f"rounds: {args.rounds}, seconds per figure: {args.seconds}, wrk -t{args.wrk_threads} "
              f"-c{args.connections}, udp flows: {args.udp_flows}, backend nginx workers: {args.backend_workers}",
+             f"veth offloads: {args.offloads} ({OFFLOADS[args.offloads]})",
              f"iptables: {run(['iptables', '-V'], check=False).strip()}"]
     return lines
 
@@ -773,10 +804,12 @@ def targets(s: dict, peers: list[str]) -> list[str]:
     modes = [p for p in VEER_MODES if p in peers]
     if not modes:
         return ["Targets: no veer peer in this run."]
+    # The routing floor in the same places: what a hop with no lb logic at all reaches against each peer.
+    floor = ["ecmp"] if "ecmp" in peers else []
     rows: list[tuple[str, float, list[float | None]]] = []
 
     def target(label: str, bound: float, ratio_of) -> None:
-        rows.append((label, bound, [ratio_of(m) for m in modes]))
+        rows.append((label, bound, [ratio_of(m) for m in modes + floor]))
 
     target("new-conn req/s vs nftables", 1.25, lambda m: ratio(s, m, "nftables", "new_rps"))
     target("new-conn req/s vs plain", 1.0, lambda m: ratio(s, m, "plain", "new_rps"))
@@ -789,9 +822,10 @@ def targets(s: dict, peers: list[str]) -> list[str]:
             target(f"{head} vs {other}", 1.9,
                    (lambda m, k=key, o=other, h=higher: ratio(s, m, o, k) if h else ratio(s, o, m, k)))
     lines = ["Targets (ratio of medians per veer attach mode; p99 and CPU/req: peer ÷ veer, how many times "
-             "lower veer is):", "",
-             "| target | bound | " + " | ".join(modes) + " |",
-             "|---|---|" + "---|" * len(modes)]
+             "lower veer is)" + ("; last column: the same ratios for `ecmp`, routing with the same split and no "
+                                 "lb logic, the floor of any lb that is a routing hop" if floor else "") + ":", "",
+             "| target | bound | " + " | ".join(modes + [f"{f} (floor)" for f in floor]) + " |",
+             "|---|---|" + "---|" * len(modes + floor)]
     for label, bound, values in rows:
         cells = [("n/a" if r is None else f"{r:.2f} {'PASS' if r >= bound else 'MISS'}") for r in values]
         lines.append(f"| {label} | >= {bound} | " + " | ".join(cells) + " |")
@@ -837,7 +871,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description="race veer against its peers (see bench/race/README.md)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=5, help="length of each wrk run and of the UDP run")
-    ap.add_argument("--peers", default=",".join(ALL_PEERS))
+    ap.add_argument("--peers", help="comma-separated, default: all (all but veer-xdp with --offloads nic)")
+    ap.add_argument("--offloads", choices=sorted(OFFLOADS), default="xdp-safe",
+                    help="offloads of every veth end (see OFFLOADS in race.py)")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--build", type=Path, default=Path("build"))
     ap.add_argument("--connections", type=int, default=32)
@@ -847,6 +883,7 @@ def main() -> int:
     # worker while the splitters spread 70/20/10 and looked up to 1/0.7 x faster than plain.
     ap.add_argument("--backend-workers", default="auto", help="nginx worker_processes of each backend")
     ap.add_argument("--cleanup", action="store_true", help="only remove what a killed run left, then exit")
+    ap.add_argument("--profile", metavar="PEER", help="profile one peer's two wrk phases with perf, then exit")
     ap.add_argument("--report", type=Path, metavar="DIR", help="rebuild DIR/table.md from DIR/raw.csv, exit")
     args = ap.parse_args()
     if args.report:
@@ -857,10 +894,18 @@ def main() -> int:
     if args.cleanup:
         cleanup_everything()
         return 0
+    if args.profile:
+        args.peers = args.profile
+    if args.peers is None:
+        args.peers = ",".join(p for p in ALL_PEERS if not (args.offloads == "nic" and p == "veer-xdp"))
     peers = [p.strip() for p in args.peers.split(",") if p.strip()]
     bad = [p for p in peers if p not in ALL_PEERS]
     if bad or not peers or len(set(peers)) != len(peers):
         print(f"race: bad --peers {args.peers!r}; known: {','.join(ALL_PEERS)}", file=sys.stderr)
+        return 2
+    if args.offloads == "nic" and "veer-xdp" in peers:
+        print("race: veer-xdp cannot carry TCP with --offloads nic (native XDP on a veth does not complete "
+              "CHECKSUM_PARTIAL checksums): drop it from --peers or use --offloads xdp-safe", file=sys.stderr)
         return 2
     if not re.fullmatch(r"auto|[1-9][0-9]?", args.backend_workers):
         print("race: --backend-workers auto or 1..99", file=sys.stderr)
@@ -898,6 +943,8 @@ def main() -> int:
     def on_signal(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
     signal.signal(signal.SIGTERM, on_signal)
+    if args.profile:
+        return profile(args, args.profile)
 
     results: list[Result] = []
     t0 = time.monotonic()
@@ -921,6 +968,87 @@ def main() -> int:
     print(table)
     print(f"run time {elapsed:.0f} s; results in {args.out} (table.md, raw.csv, summary.csv, meta.json)")
     return 0 if results and not any(r.failed for r in results) else 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Profile: where the machine's time goes for one peer (what limits a figure)
+
+IDLE_SYMBOLS = ("pv_native_safe_halt", "default_idle", "native_safe_halt", "acpi_idle", "intel_idle",
+                "mwait_idle", "cpu_idle_poll")
+WAKEUP_SYMBOLS = ("_raw_spin_unlock_irqrestore", "finish_task_switch.isra.0", "finish_task_switch",
+                  "_raw_spin_unlock_irq")
+
+
+def perf_shares(data: Path, sort: str) -> list[tuple[float, str]]:
+    out = run(["perf", "report", "-i", str(data), "--no-children", "--sort", sort, "--stdio", "-g", "none",
+               "--percent-limit", "0.01"], timeout=300)
+    rows = []
+    for line in out.splitlines():
+        m = re.match(r"^\s+([0-9.]+)%\s+(.*?)\s*$", line)
+        if m:
+            rows.append((float(m.group(1)), m.group(2)))
+    return rows
+
+
+def profile_phase(args, peer: str, target: str, close: bool, out_dir: Path) -> list[str]:
+    phase = "new-conn" if close else "keep-alive"
+    data = out_dir / f"perf-{peer}-{phase}.data"
+    cmd = ["perf", "record", "-a", "-g", "-q", "-o", str(data), "--", "ip", "netns", "exec", NS_CLIENT, "wrk",
+           f"-t{args.wrk_threads}", f"-c{args.connections}", f"-d{args.seconds}s", "--timeout", "2s"]
+    if close:
+        cmd += ["-H", "Connection: close"]
+    wrk_out = run(cmd + [f"http://{target}/"], timeout=args.seconds + 60)
+    rps = parse_wrk(wrk_out)["rps"]
+    syms = perf_shares(data, "sym")
+    comms = perf_shares(data, "comm")
+
+    def share(pred) -> float:
+        return sum(pct for pct, name in syms if pred(name.split()[-1]))
+    lines = [f"## {peer}, {phase}: {rps:.0f} req/s under perf", "",
+             "| where | % of samples |", "|---|---|"]
+    lines += [f"| process {name} | {pct:.1f} |" for pct, name in comms[:6]]
+    lines += [f"| idle ({', '.join(IDLE_SYMBOLS[:1])}, ...) | {share(lambda n: n in IDLE_SYMBOLS):.1f} |",
+              f"| wakeups and switches ({', '.join(WAKEUP_SYMBOLS[:2])}, ...) | "
+              f"{share(lambda n: n in WAKEUP_SYMBOLS):.1f} |",
+              f"| BPF programs (bpf_prog_*) | {share(lambda n: n.startswith('bpf_prog_')):.1f} |",
+              f"| netfilter and conntrack (nf_*, nft_*, ipt_*) | "
+              f"{share(lambda n: n.startswith(('nf_', 'nft_', 'ipt_', '__nf_'))):.1f} |",
+              f"| forwarding (ip_forward*, ip_route_input*, fib_*) | "
+              f"{share(lambda n: n.startswith(('ip_forward', 'ip_route_input', 'fib_'))):.1f} |",
+              "", "Top symbols:", "", "```"]
+    lines += [f"{pct:6.2f}%  {name}" for pct, name in syms[:25]]
+    lines += ["```", ""]
+    data.unlink(missing_ok=True)
+    return lines
+
+
+def profile(args, peer: str) -> int:
+    """Sets up the testbed and `peer` once, runs wrk's two phases under `perf record -a -g` and writes the
+    shares that explain a figure (idle, wakeups, BPF, netfilter, forwarding, per process) to
+    OUT/profile-PEER.md."""
+    if shutil.which("perf") is None:
+        print("race: --profile needs perf (apt-get install linux-perf)", file=sys.stderr)
+        return 1
+    procs = Processes()
+    lines = [f"# profile of {peer}", ""] + [f"- {l}" for l in header_lines(args)] + [""]
+    try:
+        cleanup_everything()
+        topo_up(args.offloads)
+        start_backends(procs, args)
+        setup = PEER_SETUP[peer](procs, args)
+        connectivity(setup.http_target)
+        for close in (True, False):
+            lines += profile_phase(args, peer, setup.http_target, close, args.out)
+        procs.check_alive()
+    except (RaceError, KeyboardInterrupt) as e:
+        log(f"profile {peer}: FAILED: {e}")
+        return 1
+    finally:
+        tear_down(args, peer, procs)
+    text = "\n".join(lines)
+    (args.out / f"profile-{peer}.md").write_text(text + "\n")
+    print(text)
+    return 0
 
 
 def report(out: Path) -> int:
