@@ -554,13 +554,18 @@ def parse_wrk(out: str) -> dict:
     return r
 
 
-def wrk(args, target: str, close: bool) -> dict:
-    cmd = ["wrk", f"-t{args.wrk_threads}", f"-c{args.connections}", f"-d{args.seconds}s", "--latency",
-           "--timeout", "2s"]
+def wrk_command(args, target: str, close: bool) -> list[str]:
+    """The client's wrk run, in the client namespace: a new connection per request (close) or keep-alive."""
+    cmd = ["ip", "netns", "exec", NS_CLIENT, "wrk", f"-t{args.wrk_threads}", f"-c{args.connections}",
+           f"-d{args.seconds}s", "--latency", "--timeout", "2s"]
     if close:
         cmd += ["-H", "Connection: close"]
+    return cmd + [f"http://{target}/"]
+
+
+def wrk(args, target: str, close: bool) -> dict:
     before = busy_jiffies()
-    out = nsexec(NS_CLIENT, cmd + [f"http://{target}/"], timeout=args.seconds + 20)
+    out = run(wrk_command(args, target, close), timeout=args.seconds + 20)
     busy = busy_jiffies() - before
     r = parse_wrk(out)
     r["cpu_us_per_req"] = busy * 1e6 / CLK_TCK / r["requests"] if r["requests"] else None
@@ -993,11 +998,8 @@ def perf_shares(data: Path, sort: str) -> list[tuple[float, str]]:
 def profile_phase(args, peer: str, target: str, close: bool, out_dir: Path) -> list[str]:
     phase = "new-conn" if close else "keep-alive"
     data = out_dir / f"perf-{peer}-{phase}.data"
-    cmd = ["perf", "record", "-a", "-g", "-q", "-o", str(data), "--", "ip", "netns", "exec", NS_CLIENT, "wrk",
-           f"-t{args.wrk_threads}", f"-c{args.connections}", f"-d{args.seconds}s", "--timeout", "2s"]
-    if close:
-        cmd += ["-H", "Connection: close"]
-    wrk_out = run(cmd + [f"http://{target}/"], timeout=args.seconds + 60)
+    wrk_out = run(["perf", "record", "-a", "-g", "-q", "-o", str(data), "--"] + wrk_command(args, target, close),
+                  timeout=args.seconds + 60)
     rps = parse_wrk(wrk_out)["rps"]
     syms = perf_shares(data, "sym")
     comms = perf_shares(data, "comm")
