@@ -17,12 +17,12 @@ class TestBlueGreen(e2e.RolloutCase):
 
     @classmethod
     def config_text(cls, tb):
-        # Native XDP, as this file ran in every guest before `auto` meant tc on veths. Once in CI (6.1 guest
-        # under TCG, cls_bpf) the connections opened after the switch landed on blue; most likely a chance
-        # breach of the post-promotion gate (p95 max 100 ms; green's probes measured 94-134 ms there) had
-        # switched back already, which the failure message now shows. Not proven, hence not "fixed" by a
-        # threshold. The rollout logic does not depend on the hook; the canary, A/B, rollout-restart and
-        # telemetry files run `auto` (tc).
+        # Native XDP, as this file ran in every guest before `auto` meant tc on veths; the rollout logic does
+        # not depend on the hook (canary, A/B, rollout-restart and telemetry run `auto`, i.e. tc). The example's
+        # post-promotion latency gate was max 100 ms until two CI runs in the 6.1 guest (TCG, ~10x slower)
+        # failed here: a healthy green's kernel p95 measured 94-134 ms under this load and a chance breach
+        # switched back before the check (the failure message showed Aborted, latency_p95_ms=Failed(120)). It
+        # is 200 ms now, as in the canary example, and the breach below injects 300 ms.
         return e2e.set_attach(e2e.example_config("rollout-bluegreen.yaml", tb.prefix), "xdp")
 
     def tearDown(self):
@@ -86,20 +86,20 @@ class TestBlueGreen(e2e.RolloutCase):
         self.assertEqual(svc["rollout"]["phase"], "PostPromotion", e2e.format_rollout(svc))
 
         # 3. breach in the post-promotion watch: switch back to blue
-        t_change, _ = self.tb.knobs_timed("green", {"latency": "fixed:200"})
+        t_change, _ = self.tb.knobs_timed("green", {"latency": "fixed:300"})
         svc, _ = self.wait_status("switch back to blue", lambda s: e2e.applied(s) == {"blue": 100.0, "green": 0.0},
                                   15)
         reaction = time.time() - t_change
         self.print_events(since=since)
-        print(f"  post-promotion breach (green latency 200 ms, gate max 100): switched back in {reaction:.2f} s; "
+        print(f"  post-promotion breach (green latency 300 ms, gate max 200): switched back in {reaction:.2f} s; "
               f"{e2e.format_rollout(svc)}", flush=True)
         self.assertEqual(svc["rollout"]["phase"], "Aborted")
         self.assertEqual(svc["stable"], "blue")
         aborts = [e for e in self.veerd.events("ranker", since) if e["kind"] == "abort"]
         self.assertEqual(len(aborts), 1, aborts)
         self.assertIn("latency_p95_ms", aborts[0]["message"])
-        self.assertGreater(aborts[0]["values"]["value"], 100.0, aborts[0])
-        time.sleep(1.0)  # requests sent to green before the switch back (200 ms each) are answered
+        self.assertGreater(aborts[0]["values"]["value"], 200.0, aborts[0])
+        time.sleep(1.0)  # requests sent to green before the switch back (300 ms each) are answered
         window = traffic.window_after_now()
         self.assertEqual(list(window), ["blue"], f"new connections after the switch back: {window}")
         time.sleep(2)  # the long-lived connections keep talking after both switches
