@@ -3,13 +3,14 @@
 #
 #   sudo bench/control/run.sh            (VEER_BUILD_DIR: the build directory, default build/)
 #   env: CHANGES (1000) weight changes, TABLE_ITERATIONS (50), CLIENTS (100) x REQUESTS (200) status requests,
-#        BREACH_REPS (5) rollouts, SKIP_BREACH=1 to leave out the (slowest) breach figure;
+#        PUSHES (2000) push/ping round trips, BREACH_REPS (5) rollouts, SKIP_BREACH=1 to leave out the (slowest) breach figure;
 #        POLL_US (0: busy loop) between kernel polls of the weights figure;
 #        VEERD, VEERCTL, BENCH override the binaries' paths (default: under VEER_BUILD_DIR).
 #
 # 1. a testbed (prefix vctl), veerd in vctl-lb with the default flow_table_size (1,048,576):
 #    veerd RSS idle; weight change -> live table (veer_control_bench weights); flow-table memory
 #    (map_memory.py); veerd RSS under CLIENTS concurrent control clients (veer_control_bench clients);
+#    push round trip (each push on disk before its answer) against ping (veer_control_bench push);
 # 2. slot-table build time (veer_control_bench table; no kernel);
 # 3. gate breach -> applied weight 0 (breach.py: its own testbed, prefix vctlb).
 # Prints figure / value / target / PASS|MISS and writes bench/control/results/control-DATE.csv.
@@ -31,6 +32,7 @@ CHANGES="${CHANGES:-1000}"
 TABLE_ITERATIONS="${TABLE_ITERATIONS:-50}"
 CLIENTS="${CLIENTS:-100}"
 REQUESTS="${REQUESTS:-200}"
+PUSHES="${PUSHES:-2000}"
 BREACH_REPS="${BREACH_REPS:-5}"
 
 die() { echo "run.sh: $*" >&2; exit 1; }
@@ -40,7 +42,7 @@ for f in "$VEERD" "$VEERCTL" "$BENCH"; do
 done
 VEERD="$(readlink -f "$VEERD")" VEERCTL="$(readlink -f "$VEERCTL")" BENCH="$(readlink -f "$BENCH")"
 command -v bpftool >/dev/null || die "bpftool not found"
-for n in CHANGES TABLE_ITERATIONS CLIENTS REQUESTS BREACH_REPS; do
+for n in CHANGES TABLE_ITERATIONS CLIENTS REQUESTS PUSHES BREACH_REPS; do
   [[ "${!n}" =~ ^[1-9][0-9]{0,6}$ ]] || die "$n=${!n}: want a positive integer"
 done
 
@@ -153,6 +155,7 @@ step 300 "$BENCH" weights --socket "$SOCKET" --pin "$PIN" --service ranker --a b
 step 60 python3 "$HERE/map_memory.py" --pin "$PIN" --pid "$VEERD_PID"
 step 120 "$BENCH" clients --socket "$SOCKET" --pid "$VEERD_PID" --clients "$CLIENTS" --requests "$REQUESTS" \
   --time-limit 100
+step 120 "$BENCH" push --socket "$SOCKET" --service ranker --variant canary --requests "$PUSHES" --time-limit 100
 kill -0 "$VEERD_PID" 2>/dev/null || die "veerd died during the benchmarks"
 
 kill -TERM "$VEERD_PID"; wait "$VEERD_PID" || true; VEERD_PID=""

@@ -17,6 +17,11 @@
 //       CLIENTS concurrent connections each send REQUESTS `status` requests
 //       (one at a time, each answer read before the next send) while a
 //       sampler reads VmRSS/VmHWM of PID every 20 ms.
+//   push     --socket S --service NAME --variant V [--requests 2000] [--time-limit 60]
+//       Round trips over one control connection, alternating a `push` of one
+//       observation (written to state.json, fsync included, before veerd
+//       answers) with a `ping` (the reference: same socket, no disk write).
+//       Medians of both and their ratio; veerd's state_dir decides the disk.
 //   wait-weight --pin P --socket S --service NAME --variant V [--timeout 15]
 //            [--poll-us 1000]
 //       For bench/control/breach.py: prints {"event":"ready",...} once the
@@ -599,6 +604,39 @@ int cmd_clients(Args& args) {
   return failed.load() == 0 && ok.load() == clients * requests ? 0 : 1;
 }
 
+// --- push -------------------------------------------------------------------------------
+int cmd_push(Args& args) {
+  const std::string socket_path = args.str("socket"), name = args.str("service"), variant = args.str("variant");
+  const long requests = args.num("requests", 2000, 10, 1000000);
+  const long time_limit = args.num("time-limit", 60, 1, 3600);
+  args.check_all_used();
+  ControlConnection conn(socket_path);
+  const json push = {{"cmd", "push"}, {"service", name}, {"variant", variant}, {"values", {{"bench_push", "1"}}}};
+  const json ping = {{"cmd", "ping"}};
+  std::vector<double> push_us, ping_us;
+  const auto deadline = Clock::now() + std::chrono::seconds(time_limit);
+  for (long i = 0; i < requests && Clock::now() < deadline; ++i) {
+    for (const json* req : {&push, &ping}) {
+      const auto t0 = Clock::now();
+      conn.request(*req);
+      (req == &push ? push_us : ping_us).push_back(us_between(t0, Clock::now()));
+    }
+  }
+  if (push_us.size() < static_cast<size_t>(requests)) {
+    std::fprintf(stderr, "push: only %zu of %ld round trips within %ld s\n", push_us.size(), requests, time_limit);
+    return 1;
+  }
+  const double push_p50 = median(push_us), ping_p50 = median(ping_us);
+  std::printf("push (on disk before the answer): p50 %.0f us  p99 %.0f us;  ping: p50 %.0f us  p99 %.0f us;  "
+              "push/ping %.1fx over %ld round trips each\n",
+              push_p50, quantile(push_us, 0.99), ping_p50, quantile(ping_us, 0.99), push_p50 / ping_p50, requests);
+  result("push round trip p50", push_p50, "us");
+  result("push round trip p99", quantile(push_us, 0.99), "us");
+  result("ping round trip p50 (reference)", ping_p50, "us");
+  result("push / ping round trip", push_p50 / ping_p50, "x");
+  return 0;
+}
+
 // --- wait-weight ------------------------------------------------------------------------
 int cmd_wait_weight(Args& args) {
   const std::string socket_path = args.str("socket"), pin = args.str("pin"), name = args.str("service");
@@ -639,6 +677,8 @@ void usage() {
                "       veer_control_bench table [--iterations 50]\n"
                "       veer_control_bench clients --socket S --pid PID [--clients 100] [--requests 200] "
                "[--time-limit 60]\n"
+               "       veer_control_bench push --socket S --service NAME --variant V [--requests 2000] "
+               "[--time-limit 60]\n"
                "       veer_control_bench wait-weight --socket S --pin P --service NAME --variant V [--timeout 15] "
                "[--poll-us 1000]\n");
 }
@@ -656,6 +696,7 @@ int main(int argc, char** argv) {
     if (cmd == "weights") return cmd_weights(args);
     if (cmd == "table") return cmd_table(args);
     if (cmd == "clients") return cmd_clients(args);
+    if (cmd == "push") return cmd_push(args);
     if (cmd == "wait-weight") return cmd_wait_weight(args);
     usage();
     return 2;

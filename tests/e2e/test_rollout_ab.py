@@ -4,7 +4,7 @@ client addresses through the VIP, every client stays in one variant (the load cl
 `veerctl which`); conversions pushed with `veerctl push` (the "1*N" / "0*N" forms) at 10 % (blue) vs 13 %
 (canary): with a small sample the report is still collecting and not significant; once each arm has the
 sample the report asks for, it declares the difference significant; the sample-ratio-mismatch check of the
-kernel's flow counts does not fire.
+kernel's flow counts does not fire; veerd killed (-9) and started again gives the same report.
 
 The clients are chosen (with `veerctl which`) as the same number per arm: with client-ip affinity a client is
 the unit of assignment, so equal request rates per client give flow counts in the weights' ratio, which is
@@ -105,6 +105,17 @@ class TestAb(e2e.RolloutCase):
         print(f"  flows per arm (kernel): {flows}; srm p {rep['srm_p_value']}", flush=True)
         self.assertGreaterEqual(sum(flows.values()), 1600, flows)
         self.assertGreater(min(flows.values()), 0, flows)
+
+        # kill -9 and start again: the experiment's data is on disk (state.json's rollout_totals, written
+        # before each push is answered), the flow counters live in pinned maps: the same report
+        self.veerd.kill9()
+        self.veerd.start()
+        again = self.report()
+        print(f"  report after kill -9 and restart: {again}", flush=True)
+        self.assertEqual(again, rep)
+        self.push("canary", "conversion=1*1")
+        arms = {v["variant"]: v for v in self.report()["variants"]}
+        self.assertEqual((arms["blue"]["n"], arms["canary"]["n"]), (3000, 3001))
 
 
 if __name__ == "__main__":

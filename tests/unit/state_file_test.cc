@@ -230,3 +230,54 @@ TEST(StateFileIssue4, RolloutStateAndStableRoundTrip) {
   // A damaged rollout state makes the file unusable (reported, never fatal).
   EXPECT_THROW(state_from_json(R"({"version":1,"services":{"m":{"rollout":{"phase":"Flying"}}}})"), StateFileError);
 }
+
+TEST(StateFileRolloutTotals, PushedValuesAndFlowBasesRoundTripExactly) {
+  NodeState s;
+  s.service_ids["m"] = 0;
+  ServiceState& m = s.services["m"];
+  PushItem conversions{"conversion", std::nullopt, 1, 390};
+  PushItem misses{"conversion", std::nullopt, 0, 9610};
+  PushItem revenue{"revenue", std::nullopt, 0.1, 3};  // 0.1 has no exact binary form: must still round-trip
+  PushItem cats{"prediction", std::string("cat"), 12.5, 1};
+  m.totals.pushed["a"].add(conversions);
+  m.totals.pushed["a"].add(misses);
+  m.totals.pushed["b"].add(revenue);
+  m.totals.pushed["b"].add(cats);
+  m.totals.flows_base = {{"a", 123456789012ULL}, {"b", 0}};
+  const std::string text = state_to_json(s);
+  const NodeState back = state_from_json(text);
+  EXPECT_EQ(back, s);
+  const Observations& a = back.services.at("m").totals.pushed.at("a").metrics.at("conversion");
+  EXPECT_EQ(a.n, 10000u);
+  EXPECT_EQ(a.sum, 390.0);
+  EXPECT_EQ(back.services.at("m").totals.pushed.at("b").metrics.at("revenue").sum, 0.1 * 3);
+  EXPECT_EQ(back.services.at("m").totals.pushed.at("b").labels.at("prediction").at("cat"), 12.5);
+  EXPECT_EQ(back.services.at("m").totals.flows_base.at("a"), 123456789012ULL);
+  // Nothing gathered: no "rollout_totals" key at all.
+  NodeState plain;
+  plain.services["x"].weights_bp = {{"a", 10000}};
+  EXPECT_EQ(state_to_json(plain).find("rollout_totals"), std::string::npos);
+  EXPECT_NE(text.find("rollout_totals"), std::string::npos);
+}
+
+TEST(StateFileRolloutTotals, DamagedTotalsAreRefusedNamingThePlace) {
+  auto problem = [](const std::string& totals) {
+    try {
+      state_from_json(R"({"version":1,"services":{"m":{"rollout_totals":)" + totals + "}}}");
+    } catch (const StateFileError& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  EXPECT_EQ(problem("[]"), "services.m.rollout_totals must be an object");
+  EXPECT_EQ(problem(R"({"flows_base":{"a":-1}})"), "services.m.rollout_totals.flows_base.a must be a count");
+  EXPECT_EQ(problem(R"({"flows_base":{"a":"7"}})"), "services.m.rollout_totals.flows_base.a must be a count");
+  EXPECT_NE(problem(R"({"pushed":{"a":{"metrics":{"c":{"n":1,"sum":1}}}}})").find("services.m.rollout_totals.pushed.a: metrics.c"),
+            std::string::npos);
+  EXPECT_NE(problem(R"({"pushed":{"a":{"metrics":{"c":{"n":-2,"sum":1,"sum_squares":1}}}}})").find("metrics.c"),
+            std::string::npos);
+  EXPECT_NE(problem(R"({"pushed":{"a":{"labels":{"prediction":{"cat":-1}}}}})").find("labels.prediction.cat"),
+            std::string::npos);
+  EXPECT_NE(problem(R"({"pushed":{"a":7}})").find("pushed.a: must be an object"), std::string::npos);
+  EXPECT_EQ(problem(R"({"pushed":{"a":{"metrics":{},"labels":{}}},"flows_base":{"a":3}})"), "accepted");
+}

@@ -111,6 +111,10 @@ class Daemon {
 
   // Rollouts (daemon_rollout.cc).
   void setup_runtime(Service& s, std::optional<RolloutState> persisted);
+  // The rollout's totals (pushed values, flow bases) in the runtime and in
+  // state_: from now (reset) or as state_ has them (restore, a resumed rollout).
+  void reset_totals(Service& s);
+  void restore_totals(Service& s);
   void arm_timer(const std::string& name, const std::shared_ptr<Runtime>& rt);
   void on_window(const std::string& name, const std::shared_ptr<Runtime>& rt);
   void finish_tick(const std::string& name, const std::shared_ptr<Runtime>& rt, MetricsSnapshot snapshot);

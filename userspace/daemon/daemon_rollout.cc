@@ -88,10 +88,12 @@ void Daemon::setup_runtime(Service& s, std::optional<RolloutState> persisted) {
   rt->push_total.assign(n, PushData{});
   rt->window_start = SteadyClock::now();
   for (unsigned v = 0; v < n; ++v) rt->base.push_back(kernel_sample(s, v));
-  for (const auto& b : rt->base) rt->ab_flows_base.push_back(b.counters.new_flows);
+  ServiceState& st = state_.services[s.config.name];
+  bool resumed = false;
   if (s.config.rollout) {
     try {
       rt->engine = std::make_unique<RolloutEngine>(s.config, persisted);
+      resumed = persisted.has_value();
       if (persisted) {
         spdlog::info("service {}: rollout resumed: {} at step {}", s.config.name, to_string(persisted->phase),
                      persisted->step);
@@ -101,15 +103,57 @@ void Daemon::setup_runtime(Service& s, std::optional<RolloutState> persisted) {
                    e.what());
       rt->engine = std::make_unique<RolloutEngine>(s.config);
     }
-    state_.services[s.config.name].rollout = rt->engine->state();
+    st.rollout = rt->engine->state();
   } else {
-    state_.services[s.config.name].rollout.reset();
+    st.rollout.reset();
   }
   s.rt = rt;
+  if (resumed) {
+    restore_totals(s);
+  } else {
+    reset_totals(s);
+  }
   if (io_) {
     rt->timer = std::make_unique<boost::asio::steady_timer>(*io_);
     rt->next_tick = SteadyClock::now() + interval_of(s.config);
     arm_timer(s.config.name, rt);
+  }
+}
+
+void Daemon::reset_totals(Service& s) {
+  auto& rt = *s.rt;
+  RolloutTotals& totals = state_.services[s.config.name].totals;
+  totals = RolloutTotals{};
+  rt.push_total.assign(s.config.variants.size(), PushData{});
+  rt.ab_flows_base.clear();
+  for (unsigned v = 0; v < s.config.variants.size(); ++v) {
+    const uint64_t flows = dataplane_->variant_counters(s.id, v).new_flows;
+    rt.ab_flows_base.push_back(flows);
+    if (s.config.rollout) totals.flows_base[s.config.variants[v].name] = flows;
+  }
+}
+
+void Daemon::restore_totals(Service& s) {
+  auto& rt = *s.rt;
+  const RolloutTotals saved = state_.services[s.config.name].totals;
+  reset_totals(s);
+  RolloutTotals& totals = state_.services[s.config.name].totals;
+  for (unsigned v = 0; v < s.config.variants.size(); ++v) {
+    const std::string& name = s.config.variants[v].name;
+    if (auto p = saved.pushed.find(name); p != saved.pushed.end()) {
+      rt.push_total[v] = p->second;
+      totals.pushed[name] = p->second;
+    }
+    // A counter below its saved base was reset (the pinned maps were created
+    // anew, e.g. after a reboot): the flows count from the reset.
+    if (auto f = saved.flows_base.find(name); f != saved.flows_base.end()) {
+      const uint64_t base = f->second <= rt.ab_flows_base[v] ? f->second : 0;
+      if (base != f->second)
+        spdlog::warn("service {}: variant {}'s flow counter is below the rollout's base: counting from its reset",
+                     s.config.name, name);
+      rt.ab_flows_base[v] = base;
+      totals.flows_base[name] = base;
+    }
   }
 }
 
@@ -434,14 +478,8 @@ json Daemon::rollout(const protocol::RolloutRequest& r) {
   } catch (const RolloutCommandError& e) {
     throw ProtocolError(ErrorCode::Refused, e.what());
   }
-  if (r.action == protocol::RolloutAction::Start || r.action == protocol::RolloutAction::Retry) {
-    // A fresh rollout: the A/B data and the gate counts start from here.
-    auto& rt = *s.rt;
-    rt.push_total.assign(s.config.variants.size(), PushData{});
-    rt.ab_flows_base.clear();
-    for (unsigned v = 0; v < s.config.variants.size(); ++v)
-      rt.ab_flows_base.push_back(dataplane_->variant_counters(s.id, v).new_flows);
-  }
+  // A fresh rollout: the A/B data starts from here (apply_decision persists it).
+  if (r.action == protocol::RolloutAction::Start || r.action == protocol::RolloutAction::Retry) reset_totals(s);
   apply_decision(s, d);
   return rollout_status(s);
 }
@@ -465,6 +503,9 @@ json Daemon::push(const protocol::PushRequest& r) {
     s.rt->push_window[static_cast<size_t>(v)].add(item);
     s.rt->push_total[static_cast<size_t>(v)].add(item);
   }
+  // Acknowledged pushes survive a crash: on disk before the answer.
+  state_.services[s.config.name].totals.pushed[r.variant] = s.rt->push_total[static_cast<size_t>(v)];
+  persist();
   return json{{"accepted", items.size()}};
 }
 

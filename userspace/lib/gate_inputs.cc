@@ -176,6 +176,42 @@ void PushData::add(const PushItem& item) {
   }
 }
 
+nlohmann::json to_json(const PushData& data) {
+  nlohmann::json metrics = nlohmann::json::object();
+  for (const auto& [name, o] : data.metrics) metrics[name] = {{"n", o.n}, {"sum", o.sum}, {"sum_squares", o.sum_squares}};
+  nlohmann::json labels = nlohmann::json::object();
+  for (const auto& [name, counts] : data.labels) labels[name] = counts;
+  return {{"metrics", metrics}, {"labels", labels}};
+}
+
+PushData push_data_from_json(const nlohmann::json& j) {
+  if (!j.is_object()) throw PushError("must be an object");
+  PushData data;
+  if (auto m = j.find("metrics"); m != j.end()) {
+    if (!m->is_object()) throw PushError("\"metrics\" must be an object");
+    for (auto it = m->begin(); it != m->end(); ++it) {
+      const auto n = it->find("n"), sum = it->find("sum"), squares = it->find("sum_squares");
+      if (!it->is_object() || n == it->end() || !n->is_number_unsigned() || sum == it->end() ||
+          !sum->is_number() || squares == it->end() || !squares->is_number() || squares->get<double>() < 0) {
+        throw PushError("metrics." + it.key() + " must be {\"n\": count, \"sum\": number, \"sum_squares\": number >= 0}");
+      }
+      data.metrics[it.key()] = Observations{n->get<uint64_t>(), sum->get<double>(), squares->get<double>()};
+    }
+  }
+  if (auto l = j.find("labels"); l != j.end()) {
+    if (!l->is_object()) throw PushError("\"labels\" must be an object");
+    for (auto it = l->begin(); it != l->end(); ++it) {
+      if (!it->is_object()) throw PushError("labels." + it.key() + " must be an object");
+      for (auto c = it->begin(); c != it->end(); ++c) {
+        if (!c->is_number() || c->get<double>() < 0)
+          throw PushError("labels." + it.key() + "." + c.key() + " must be a number >= 0");
+        data.labels[it.key()][c.key()] = c->get<double>();
+      }
+    }
+  }
+  return data;
+}
+
 Measurement push_measurement(const PushData& window, const GateConfig& gate) {
   if (gate.metric == "prediction_kl") {
     const std::string& series = gate.series.empty() ? std::string("prediction") : gate.series;

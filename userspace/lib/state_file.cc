@@ -29,6 +29,11 @@ std::string state_to_json(const NodeState& state) {
     json service{{"weights", weights}, {"draining", draining}};
     if (!s.stable.empty()) service["stable"] = s.stable;
     if (s.rollout) service["rollout"] = *s.rollout;
+    if (!s.totals.pushed.empty() || !s.totals.flows_base.empty()) {
+      json pushed = json::object();
+      for (const auto& [variant, data] : s.totals.pushed) pushed[variant] = to_json(data);
+      service["rollout_totals"] = {{"pushed", pushed}, {"flows_base", s.totals.flows_base}};
+    }
     services[name] = std::move(service);
   }
   json doc = {{"version", kStateFileVersion}, {"service_ids", ids}, {"services", services}};
@@ -94,6 +99,27 @@ NodeState state_from_json(std::string_view text) {
           s.rollout = r->get<RolloutState>();
         } catch (const std::exception& e) {
           throw StateFileError("services." + name + ".rollout: " + e.what());
+        }
+      }
+      if (auto t = it->find("rollout_totals"); t != it->end()) {
+        const std::string where = "services." + name + ".rollout_totals";
+        if (!t->is_object()) throw StateFileError(where + " must be an object");
+        if (auto p = t->find("pushed"); p != t->end()) {
+          if (!p->is_object()) throw StateFileError(where + ".pushed must be an object");
+          for (auto v = p->begin(); v != p->end(); ++v) {
+            try {
+              s.totals.pushed[v.key()] = push_data_from_json(*v);
+            } catch (const PushError& e) {
+              throw StateFileError(where + ".pushed." + v.key() + ": " + e.what());
+            }
+          }
+        }
+        if (auto f = t->find("flows_base"); f != t->end()) {
+          if (!f->is_object()) throw StateFileError(where + ".flows_base must be an object");
+          for (auto v = f->begin(); v != f->end(); ++v) {
+            if (!v->is_number_unsigned()) throw StateFileError(where + ".flows_base." + v.key() + " must be a count");
+            s.totals.flows_base[v.key()] = v->get<uint64_t>();
+          }
         }
       }
       state.services[name] = std::move(s);

@@ -110,6 +110,12 @@ inline bool operator==(const Observations& a, const Observations& b) {
   return a.n == b.n && a.sum == b.sum && a.sum_squares == b.sum_squares;
 }
 
+// PushData in state.json: {"metrics": {NAME: {"n", "sum", "sum_squares"}},
+// "labels": {NAME: {LABEL: COUNT}}}. Doubles round-trip exactly (nlohmann
+// writes max_digits10). The reader throws PushError naming what is wrong.
+nlohmann::json to_json(const PushData& data);
+PushData push_data_from_json(const nlohmann::json& j);
+
 // A push gate's measurement from one window's data: the mean of the
 // observations of `metric` (samples = their number); for prediction_kl the
 // label counts of `series`. No data: Inconclusive.

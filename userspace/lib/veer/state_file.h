@@ -2,7 +2,8 @@
 // reloads that the config does not say: stable service ids (they index the
 // pinned BPF arrays, so a service must keep its id while flows of it live),
 // weights set at runtime (weights/switch, rollouts), drained backends, the
-// stable variant a completed rollout chose, and each rollout's state.
+// stable variant a completed rollout chose, each rollout's state and what it
+// has gathered (pushed values, flow counter bases).
 // Written atomically (temp file in the same folder + fsync + rename): a
 // reader sees the old file or the new one, never a partial one.
 #pragma once
@@ -16,9 +17,21 @@
 #include <vector>
 
 #include "veer/config.h"
+#include "veer/gate_inputs.h"
 #include "veer/rollout.h"
 
 namespace veer {
+
+// What a rollout has gathered besides the engine's state, kept so that a
+// restart (or a crash) of veerd loses none of an experiment's data: the values
+// pushed since the rollout started (the A/B report's observations) and each
+// variant's new-flow counter when it started (the kernel counters live in
+// pinned maps and survive veerd). Per variant name.
+struct RolloutTotals {
+  std::map<std::string, PushData> pushed;
+  std::map<std::string, uint64_t> flows_base;
+  bool operator==(const RolloutTotals&) const = default;
+};
 
 struct ServiceState {
   // Runtime weights (variant name -> basis points); empty = none set at
@@ -30,6 +43,8 @@ struct ServiceState {
   std::string stable;
   // The rollout engine's state (resumed after a restart at the same step).
   std::optional<RolloutState> rollout;
+  // Since the rollout started; empty without a rollout.
+  RolloutTotals totals;
   bool operator==(const ServiceState&) const = default;
 };
 
