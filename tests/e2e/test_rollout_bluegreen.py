@@ -35,6 +35,14 @@ class TestBlueGreen(e2e.RolloutCase):
         from_lb = sum(c["requests"] for a, c in clients.items() if not a.startswith("10.0.1."))
         return from_clients, from_lb
 
+    @staticmethod
+    def gate_results(svc):
+        """Gate name -> stage -> last result, from `status` (both lists have error_rate and latency_p95_ms)."""
+        out = {}
+        for g in svc["rollout"]["gates"]:
+            out.setdefault(g["name"], {})[g["stage"]] = g["last_result"]
+        return out
+
     def long_lived(self, src):
         client = self.tb.long_client("--proto", "http", "--dst", e2e.VIP4, "--port", 80, "--src", src,
                                      "--connections", LONG_LIVED, "--interval", 0.2, "--duration", 120)
@@ -68,6 +76,8 @@ class TestBlueGreen(e2e.RolloutCase):
         print(f"  probe requests green answered: {from_lb}", flush=True)
         kinds = [e["kind"] for e in self.veerd.events("ranker")]
         self.assertNotIn("switch", kinds)
+        # the probes' error_rate failed; the watch's same-named gate never ran
+        self.assertEqual(self.gate_results(svc)["error_rate"], {"pre_promotion": "Failed", "post_promotion": "none"})
 
         # 2. a healthy green: retry -> probes pass -> auto_promote switches
         self.tb.knobs("green", "reset=true")
@@ -99,6 +109,7 @@ class TestBlueGreen(e2e.RolloutCase):
         self.assertEqual(len(aborts), 1, aborts)
         self.assertIn("latency_p95_ms", aborts[0]["message"])
         self.assertGreater(aborts[0]["values"]["value"], 200.0, aborts[0])
+        self.assertEqual(self.gate_results(svc)["latency_p95_ms"], {"pre_promotion": "none", "post_promotion": "Failed"})
         time.sleep(1.0)  # requests sent to green before the switch back (300 ms each) are answered
         window = traffic.window_after_now()
         self.assertEqual(list(window), ["blue"], f"new connections after the switch back: {window}")

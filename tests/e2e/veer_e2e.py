@@ -804,7 +804,8 @@ def wait_for(what, predicate, timeout, period=0.1):
 def format_rollout(svc):
     """One line: phase, step and weights desired/applied, gates' last results (for test logs)."""
     r = svc.get("rollout") or {}
-    gates = ", ".join(f"{g['name']}={g.get('last_result')}({g.get('value')})" for g in r.get("gates", []))
+    gates = ", ".join(f"{g['stage'] + '.' if g.get('stage') else ''}{g['name']}={g.get('last_result')}({g.get('value')})"
+                      for g in r.get("gates", []))
     weights = " ".join(f"{v['name']} {v['weight_desired']}/{v['weight_applied']}" for v in svc["variants"])
     return f"phase {r.get('phase')} step {r.get('step')}/{r.get('steps')}; weights {weights}; gates {gates}"
 

@@ -593,6 +593,38 @@ TEST(BlueGreen, PostPromotionBreachSwitchesBack) {
   EXPECT_FALSE(e.state().switched);
 }
 
+TEST(BlueGreen, SameNamedGatesOfPreAndPostPromotionKeepApartStatuses) {
+  // error_rate is in both lists (probe source before the switch, kernel after): the watch's failure
+  // count starts afresh and the state says which list its statuses belong to.
+  std::string cfg = kBlueGreen;
+  cfg.replace(cfg.find("      auto_promote"), 0, "      failure_limit: 1\n");
+  RolloutEngine e(service_from(cfg));
+  e.start(sec(0));
+  EXPECT_EQ(e.tick(sec(2), probes(0.5, 40)).phase, RolloutPhase::PrePromotion);  // one failure of two allowed
+  EXPECT_EQ(e.state().gates_stage, "pre_promotion");
+  EXPECT_EQ(e.state().gates.at("error_rate").failures, 1u);
+  EXPECT_EQ(e.tick(sec(4), probes(0, 40)).phase, RolloutPhase::PostPromotion);
+  EXPECT_EQ(e.state().gates_stage, "post_promotion");
+  EXPECT_TRUE(e.state().gates.empty());
+  EXPECT_EQ(e.tick(sec(6), watch(0.05)).phase, RolloutPhase::PostPromotion);  // the watch's first failure
+  EXPECT_EQ(e.state().gates.at("error_rate").failures, 1u);
+  EXPECT_EQ(e.state().gates.count("latency_p95_ms"), 0u);  // a pre-promotion gate: not carried over
+  // The stage goes through state.json; an unknown one is refused.
+  const RolloutState back = rollout_state_from_json(rollout_state_to_json(e.state()));
+  EXPECT_EQ(back, e.state());
+  auto j = nlohmann::json::parse(rollout_state_to_json(e.state()));
+  j["gates_stage"] = "mid_promotion";
+  EXPECT_THROW(rollout_state_from_json(j.dump()), RolloutStateError);
+  j.erase("gates_stage");  // a file from before gates_stage: ""
+  EXPECT_EQ(rollout_state_from_json(j.dump()).gates_stage, "");
+  // retry: the probes' list again, counted from zero
+  EXPECT_EQ(e.tick(sec(8), watch(0.05)).phase, RolloutPhase::Aborted);
+  e.retry(sec(10));
+  EXPECT_EQ(e.tick(sec(12), probes(0.5, 40)).phase, RolloutPhase::PrePromotion);
+  EXPECT_EQ(e.state().gates_stage, "pre_promotion");
+  EXPECT_EQ(e.state().gates.at("error_rate").failures, 1u);
+}
+
 TEST(BlueGreen, WithoutAutoPromoteWaitsForPromote) {
   std::string cfg = kBlueGreen;
   cfg.replace(cfg.find("auto_promote: true"), 18, "auto_promote: false");

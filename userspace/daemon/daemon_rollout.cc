@@ -603,7 +603,9 @@ json Daemon::rollout_status(const Service& s) const {
     if (!stage.empty()) gj["stage"] = stage;
     if (g->max) gj["max"] = *g->max;
     if (g->min) gj["min"] = *g->min;
-    if (auto it = st.gates.find(g->name); it != st.gates.end()) {
+    // Only the list the statuses belong to shows them (blue-green's pre- and
+    // post-promotion lists may both have a latency_p95_ms).
+    if (auto it = st.gates.find(g->name); it != st.gates.end() && stage == st.gates_stage) {
       const GateStatus& gs = it->second;
       gj["last_result"] = to_string(gs.result);
       gj["value"] = optional_number(gs.value);

@@ -179,6 +179,7 @@ void to_json(json& j, const RolloutState& s) {
        {"last_update_ms", s.last_update.count()},
        {"desired_weights_bp", s.desired_weights_bp},
        {"gates", gates},
+       {"gates_stage", s.gates_stage},
        {"abort_reason", s.abort_reason},
        {"switched", s.switched}};
 }
@@ -198,6 +199,12 @@ void from_json(const json& j, RolloutState& s) {
   out.desired_weights_bp = field<std::vector<uint32_t>>(j, "desired_weights_bp");
   out.abort_reason = field<std::string>(j, "abort_reason");
   out.switched = field<bool>(j, "switched");
+  // Files written before gates_stage existed have none: "" until the next evaluation.
+  if (j.contains("gates_stage")) {
+    out.gates_stage = field<std::string>(j, "gates_stage");
+    if (out.gates_stage != "" && out.gates_stage != "pre_promotion" && out.gates_stage != "post_promotion")
+      throw RolloutStateError("unknown gates_stage '" + out.gates_stage + "'");
+  }
   const json& gates = j.contains("gates") ? j.at("gates") : json::object();
   if (!gates.is_object()) throw RolloutStateError("'gates' must be an object");
   for (const auto& [name, g] : gates.items()) {

@@ -270,6 +270,12 @@ void RolloutEngine::set_weights(Millis now, Decision& d, std::vector<uint32_t> w
   event(d, now, "weights", why + ": " + text, std::move(values));
 }
 
+std::string RolloutEngine::stage_of(const std::vector<GateConfig>& gates) const {
+  if (rollout_.pre_promotion && &gates == &rollout_.pre_promotion->gates) return "pre_promotion";
+  if (rollout_.post_promotion && &gates == &rollout_.post_promotion->gates) return "post_promotion";
+  return "";
+}
+
 const std::vector<GateConfig>* RolloutEngine::current_gates() const {
   if (rollout_.strategy == RolloutStrategy::Canary) return &rollout_.gates;
   if (rollout_.strategy == RolloutStrategy::BlueGreen) {
@@ -346,6 +352,12 @@ bool RolloutEngine::evaluate(Millis now, const std::vector<GateConfig>& gates, c
                              Decision& d, std::string& abort_why) {
   bool abort = false;
   std::map<std::string, double> abort_values;
+  const std::string stage = stage_of(gates);
+  if (stage != state_.gates_stage) {
+    // Another list (blue-green pre -> post): a same-named gate starts afresh.
+    state_.gates.clear();
+    state_.gates_stage = stage;
+  }
   for (const auto& g : gates) {
     const GateStatus prev = state_.gates.count(g.name) ? state_.gates.at(g.name) : GateStatus{};
     const auto it = m.gates.find(g.name);
@@ -517,6 +529,7 @@ void RolloutEngine::switch_to_preview(Millis now, Decision& d, const std::string
   if (rollout_.post_promotion && !skip_watch) {
     // The watch has its own gates: failure counts start afresh.
     state_.gates.clear();
+    state_.gates_stage = "post_promotion";
     state_.phase = RolloutPhase::PostPromotion;
     state_.step_started = now;
     state_.pause_spent = Millis{0};

@@ -157,6 +157,9 @@ struct RolloutState {
   Millis last_update{0};        // last input that advanced pause_spent
   std::vector<uint32_t> desired_weights_bp;  // per variant (service order); empty before start
   std::map<std::string, GateStatus> gates;   // by gate name
+  // The list `gates` belongs to: "" (canary, A/B), "pre_promotion" or
+  // "post_promotion" (blue-green, whose two lists may share gate names).
+  std::string gates_stage;
   std::string abort_reason;
   bool switched = false;  // blue-green: traffic is on the preview
   bool operator==(const RolloutState&) const = default;

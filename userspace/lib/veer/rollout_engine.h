@@ -111,6 +111,8 @@ class RolloutEngine {
   std::vector<uint32_t> canary_weights(uint32_t canary_bp) const;
   std::vector<uint32_t> all_on(int variant) const;
   const std::vector<GateConfig>* current_gates() const;
+  // "" (rollout.gates), "pre_promotion" or "post_promotion": RolloutState::gates_stage.
+  std::string stage_of(const std::vector<GateConfig>& gates) const;
   Decision finish(Decision d) const;
 
   ServiceConfig service_;
