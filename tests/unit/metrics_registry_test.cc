@@ -88,6 +88,8 @@ TEST(MetricsRegistry, BadInputIsRejectedAndChangesNothing) {
   EXPECT_THROW(r.declare("1bad", MetricType::Gauge, "h", {}), std::invalid_argument);
   EXPECT_THROW(r.declare("bad-name", MetricType::Gauge, "h", {}), std::invalid_argument);
   EXPECT_THROW(r.declare("ok", MetricType::Gauge, "h", {"__reserved"}), std::invalid_argument);
+  EXPECT_THROW(r.declare("ok", MetricType::Summary, "h", {}), std::invalid_argument);  // the parser's types only
+  EXPECT_THROW(r.declare("ok", MetricType::Untyped, "h", {}), std::invalid_argument);
   EXPECT_THROW(r.declare("ok", MetricType::Gauge, "h", {"x", "x"}), std::invalid_argument);
   EXPECT_THROW(r.declare("ok", MetricType::Gauge, "h", {"bad label"}), std::invalid_argument);
   EXPECT_THROW(r.declare("h", MetricType::Histogram, "h", {"le"}), std::invalid_argument);

@@ -72,15 +72,6 @@ void validate_histogram(const std::string& name, const HistogramData& h) {
 
 }  // namespace
 
-const char* to_string(MetricType type) {
-  switch (type) {
-    case MetricType::Counter: return "counter";
-    case MetricType::Gauge: return "gauge";
-    case MetricType::Histogram: return "histogram";
-  }
-  return "untyped";
-}
-
 uint64_t HistogramData::count() const {
   uint64_t n = 0;
   for (uint64_t c : counts) n += c;
@@ -139,6 +130,9 @@ std::string escape_help(std::string_view help) {
 void Registry::declare(const std::string& name, MetricType type, const std::string& help,
                        const std::vector<std::string>& label_names) {
   if (!valid_metric_name(name)) throw std::invalid_argument("invalid metric name '" + name + "'");
+  if (type != MetricType::Counter && type != MetricType::Gauge && type != MetricType::Histogram)
+    throw std::invalid_argument("metric " + name + ": a registry holds counters, gauges and histograms, not " +
+                                prom::to_string(type) + "s");
   std::set<std::string> seen;
   for (const auto& l : label_names) {
     if (!valid_label_name(l)) throw std::invalid_argument("metric " + name + ": invalid label name '" + l + "'");

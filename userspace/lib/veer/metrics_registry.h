@@ -28,11 +28,13 @@
 #include <vector>
 
 #include "veer/latency_histogram.h"
+#include "veer/metric_type.h"
 
 namespace veer::metrics {
 
-enum class MetricType { Counter, Gauge, Histogram };
-const char* to_string(MetricType type);
+// The exposition format's types; a Registry declares Counter, Gauge and
+// Histogram families only (declare() refuses the others).
+using prom::MetricType;
 
 // Label name -> value. Must hold exactly the family's declared label names.
 using Labels = std::map<std::string, std::string>;

@@ -20,10 +20,10 @@
 #include <string_view>
 #include <vector>
 
+#include "veer/metric_type.h"
+
 namespace veer::prom {
 
-enum class MetricType { Counter, Gauge, Histogram, Summary, Untyped };
-const char* to_string(MetricType type);
 
 using Labels = std::map<std::string, std::string>;
 
