@@ -29,8 +29,8 @@ class TestAb(e2e.RolloutCase):
         self.assertTrue(answer.get("ok"), answer)
         return answer["result"]["variant"]
 
-    def push(self, variant, value):
-        rc, answer = self.veerd.ctl_json("push", "ranker", variant, value)
+    def push(self, variant, *values):
+        rc, answer = self.veerd.ctl_json("push", "ranker", variant, *values)
         self.assertTrue(answer.get("ok"), answer)
         return answer["result"]
 
@@ -116,6 +116,15 @@ class TestAb(e2e.RolloutCase):
         self.push("canary", "conversion=1*1")
         arms = {v["variant"]: v for v in self.report()["variants"]}
         self.assertEqual((arms["blue"]["n"], arms["canary"]["n"]), (3000, 3001))
+
+        # a client that invents names is bounded: 64 names per variant, then a clear refusal that changes nothing
+        self.push("canary", *[f"extra_{i}=1" for i in range(63)])  # + conversion = 64
+        before = self.report()
+        rc, answer = self.veerd.ctl_json("push", "ranker", "canary", "conversion=1", "one_too_many=1", check=False)
+        self.assertNotEqual(rc, 0, answer)
+        self.assertFalse(answer.get("ok"), answer)
+        self.assertIn("at most 64", answer["error"]["message"], answer)
+        self.assertEqual(self.report(), before)
 
 
 if __name__ == "__main__":

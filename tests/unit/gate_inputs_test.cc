@@ -127,6 +127,30 @@ TEST(Push, BadItemsRefused) {
   }
 }
 
+TEST(Push, NamesAndLabelsAreBounded) {
+  PushData d;
+  std::vector<PushItem> items;
+  for (size_t i = 0; i + 1 < kMaxPushedNames; ++i) items.push_back(parse_push_item("m" + std::to_string(i), "1"));
+  items.push_back(parse_push_item("prediction.cat", "1"));  // a label series counts as one name
+  EXPECT_NO_THROW(d.check_room_for(items));
+  for (const auto& i : items) d.add(i);
+  // known names and new labels of a known series still fit; one new name does not
+  EXPECT_NO_THROW(d.check_room_for({parse_push_item("m0", "2"), parse_push_item("prediction.dog", "3")}));
+  try {
+    d.check_room_for({parse_push_item("m0", "2"), parse_push_item("brand_new", "1")});
+    ADD_FAILURE() << "a 65th name was accepted";
+  } catch (const PushError& e) {
+    EXPECT_NE(std::string(e.what()).find("at most 64"), std::string::npos) << e.what();
+  }
+  // labels of one series: up to kMaxPushedLabels, counting those already held and repeats once
+  std::vector<PushItem> labels;
+  for (size_t i = 1; i < kMaxPushedLabels; ++i) labels.push_back(parse_push_item("prediction.c" + std::to_string(i), "1"));
+  labels.push_back(parse_push_item("prediction.cat", "1"));
+  EXPECT_NO_THROW(d.check_room_for(labels));
+  labels.push_back(parse_push_item("prediction.one_too_many", "1"));
+  EXPECT_THROW(d.check_room_for(labels), PushError);
+}
+
 TEST(Push, ValuesObjectAllOrNothing) {
   const auto items = parse_push_values(nlohmann::json{{"conversion", "1*3"}, {"revenue", 2.5}, {"n", 4}});
   ASSERT_EQ(items.size(), 3u);

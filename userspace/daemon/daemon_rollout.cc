@@ -496,6 +496,7 @@ json Daemon::push(const protocol::PushRequest& r) {
   std::vector<PushItem> items;
   try {
     items = parse_push_values(r.values);
+    s.rt->push_total[static_cast<size_t>(v)].check_room_for(items);
   } catch (const PushError& e) {
     throw ProtocolError(ErrorCode::BadRequest, e.what());
   }

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <set>
 
 namespace veer {
 
@@ -210,6 +211,29 @@ PushData push_data_from_json(const nlohmann::json& j) {
     }
   }
   return data;
+}
+
+void PushData::check_room_for(const std::vector<PushItem>& items) const {
+  std::set<std::string> names;
+  for (const auto& [n, o] : metrics) names.insert(n);
+  for (const auto& [n, l] : labels) names.insert(n + ".");
+  std::map<std::string, std::set<std::string>> new_labels;
+  for (const auto& item : items) {
+    names.insert(item.label ? item.name + "." : item.name);
+    if (!item.label) continue;
+    const auto series = labels.find(item.name);
+    if (series == labels.end() || !series->second.count(*item.label)) new_labels[item.name].insert(*item.label);
+  }
+  if (names.size() > kMaxPushedNames)
+    throw PushError("push: a variant holds at most " + std::to_string(kMaxPushedNames) +
+                    " pushed metrics and label series; this push would make " + std::to_string(names.size()));
+  for (const auto& [series, added] : new_labels) {
+    const auto it = labels.find(series);
+    const size_t total = (it == labels.end() ? 0 : it->second.size()) + added.size();
+    if (total > kMaxPushedLabels)
+      throw PushError("push: label series \"" + series + "\" holds at most " + std::to_string(kMaxPushedLabels) +
+                      " labels; this push would make " + std::to_string(total));
+  }
 }
 
 Measurement push_measurement(const PushData& window, const GateConfig& gate) {

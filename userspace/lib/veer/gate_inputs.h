@@ -99,11 +99,20 @@ struct Observations {
   double variance() const;  // sample variance (n - 1), 0 below two observations
 };
 
+// What one variant's pushed data may hold: every name and label is kept
+// for the rollout's life (and written to state.json on every push), so a
+// client that invents names cannot grow veerd without bound.
+inline constexpr size_t kMaxPushedNames = 64;     // metrics + label series
+inline constexpr size_t kMaxPushedLabels = 1024;  // labels of one series (prediction classes)
+
 // Pushed data of one variant: observations per metric and counts per label.
 struct PushData {
   std::map<std::string, Observations> metrics;
   std::map<std::string, std::map<std::string, double>> labels;
   void add(const PushItem& item);
+  // Throws PushError (naming the limit) if adding `items` would exceed
+  // kMaxPushedNames or kMaxPushedLabels; checked before anything is added.
+  void check_room_for(const std::vector<PushItem>& items) const;
   bool operator==(const PushData&) const = default;
 };
 inline bool operator==(const Observations& a, const Observations& b) {
