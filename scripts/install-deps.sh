@@ -17,8 +17,9 @@ PACKAGES=(
   libgtest-dev googletest
   # testbed and e2e
   iproute2 ethtool procps psmisc python3 python3-yaml curl util-linux
-  # packaging and the node service (CPack DEB shlibdeps, postinst group, systemd-analyze verify)
-  dpkg-dev adduser systemd
+  # packaging and the node service (CPack DEB shlibdeps, postinst group, systemd-analyze verify; the unit
+  # under a real systemd in a systemd-nspawn container: ctest e2e_systemd)
+  dpkg-dev adduser systemd systemd-container
   # `vagrant validate` of vagrant/Vagrantfile (ctest vagrant_validate)
   vagrant vagrant-libvirt
   # VM harness (scripts/vm-test.sh): QEMU, the initramfs (static busybox, cpio), kernel package
