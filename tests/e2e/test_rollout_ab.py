@@ -9,6 +9,7 @@ kernel's flow counts does not fire; veerd killed (-9) and started again gives th
 The clients are chosen (with `veerctl which`) as the same number per arm: with client-ip affinity a client is
 the unit of assignment, so equal request rates per client give flow counts in the weights' ratio, which is
 what the SRM check compares."""
+import os
 import time
 
 import veer_e2e as e2e
@@ -125,6 +126,22 @@ class TestAb(e2e.RolloutCase):
         self.assertFalse(answer.get("ok"), answer)
         self.assertIn("at most 64", answer["error"]["message"], answer)
         self.assertEqual(self.report(), before)
+
+        # state.json cannot be written (a directory where veerd's temp file goes): the push is refused with
+        # the reason and none of it is kept, in memory or on disk
+        blocker = os.path.join(self.tb.run_dir, "state", f"state.json.tmp.{self.veerd.proc.pid}")
+        os.mkdir(blocker)
+        try:
+            rc, answer = self.veerd.ctl_json("push", "ranker", "canary", "conversion=1*1000", check=False)
+        finally:
+            os.rmdir(blocker)
+        print(f"  push while state.json cannot be written: {answer}", flush=True)
+        self.assertEqual(answer.get("error", {}).get("code"), "internal", answer)
+        self.assertIn("push not kept", answer["error"]["message"])
+        self.assertEqual(self.report(), before)
+        self.push("canary", "conversion=1")
+        arms = {v["variant"]: v for v in self.report()["variants"]}
+        self.assertEqual(arms["canary"]["n"], 3002)
 
 
 if __name__ == "__main__":

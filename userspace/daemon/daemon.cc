@@ -130,14 +130,16 @@ void Daemon::install_service(Service& s, const ServiceState* saved) {
   st.draining = std::move(still_there);
 }
 
-void Daemon::persist() {
+bool Daemon::persist() {
   const std::string path = state_file_path(config_.node.state_dir);
   try {
     write_state_file(path, state_);
     persist_problem_.clear();
+    return true;
   } catch (const std::exception& e) {
     persist_problem_ = e.what();
     spdlog::error("cannot persist state: {}", e.what());
+    return false;
   }
 }
 

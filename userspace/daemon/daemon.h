@@ -107,7 +107,9 @@ class Daemon {
   nlohmann::json node_status() const;
   void apply_weights(Service& s, const std::vector<uint32_t>& weights_bp);
   void install_service(Service& s, const ServiceState* saved);
-  void persist();  // logs, does not throw: the change already happened
+  // Writes state.json; logs and returns false on failure, does not throw
+  // (for most callers the change already happened in the kernel).
+  bool persist();
 
   // Rollouts (daemon_rollout.cc).
   void setup_runtime(Service& s, std::optional<RolloutState> persisted);

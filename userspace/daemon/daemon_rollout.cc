@@ -500,13 +500,29 @@ json Daemon::push(const protocol::PushRequest& r) {
   } catch (const PushError& e) {
     throw ProtocolError(ErrorCode::BadRequest, e.what());
   }
+  PushData& window = s.rt->push_window[static_cast<size_t>(v)];
+  PushData& total = s.rt->push_total[static_cast<size_t>(v)];
+  auto& saved = state_.services[s.config.name].totals.pushed;
+  const PushData window_before = window, total_before = total;
+  const std::optional<PushData> saved_before =
+      saved.count(r.variant) ? std::optional<PushData>(saved.at(r.variant)) : std::nullopt;
   for (const auto& item : items) {
-    s.rt->push_window[static_cast<size_t>(v)].add(item);
-    s.rt->push_total[static_cast<size_t>(v)].add(item);
+    window.add(item);
+    total.add(item);
   }
-  // Acknowledged pushes survive a crash: on disk before the answer.
-  state_.services[s.config.name].totals.pushed[r.variant] = s.rt->push_total[static_cast<size_t>(v)];
-  persist();
+  saved[r.variant] = total;
+  // Acknowledged pushes survive a crash: on disk before the answer. If they
+  // cannot be written, none is kept and the client hears why.
+  if (!persist()) {
+    window = window_before;
+    total = total_before;
+    if (saved_before) {
+      saved[r.variant] = *saved_before;
+    } else {
+      saved.erase(r.variant);
+    }
+    throw ProtocolError(ErrorCode::Internal, "push not kept: cannot write state.json: " + persist_problem_);
+  }
   return json{{"accepted", items.size()}};
 }
 
