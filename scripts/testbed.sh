@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # veer netns testbed: one client, one load balancer (lb) and three backends (blue, green, canary).
 #
-#   scripts/testbed.sh up|down|status [--prefix P]      (default prefix "veer"; run as root)
+#   scripts/testbed.sh up|down|status [--prefix P] [--offloads xdp-safe|nic]   (run as root)
+#   --prefix: default "veer". --offloads (up): the veths' offloads. xdp-safe (default): GRO on, TX checksum
+#   offload off, which native XDP on a veth needs for TCP; nic: GRO on, the rest as veth creates it (TX
+#   checksum offload, scatter-gather and TSO on, like a NIC): TCP leaves its senders with checksums left to
+#   offload (CHECKSUM_PARTIAL), which the TC hook's NAT must carry; not for `attach: xdp`.
 #   env: TESTBED_WAIT_SCALE (default $VEER_E2E_SCALE, else 1) multiplies the waits (backends' start: 15 s)
 #
 #   P-client  eth0 10.0.1.10/24 (+ 10.0.1.11..60), fd00:1::10/64 (+ fd00:1::11..60); default via the lb
@@ -33,21 +37,25 @@ EXTRA_CLIENTS_FIRST=11
 EXTRA_CLIENTS_LAST=60
 
 usage() {
-  echo "usage: $0 up|down|status [--prefix P]" >&2
+  echo "usage: $0 up|down|status [--prefix P] [--offloads xdp-safe|nic]" >&2
   exit 2
 }
 
 [ $# -ge 1 ] || usage
 ACTION="$1"; shift
 PREFIX=veer
+OFFLOADS=xdp-safe
 while [ $# -gt 0 ]; do
   case "$1" in
     --prefix) [ $# -ge 2 ] || usage; PREFIX="$2"; shift 2 ;;
     --prefix=*) PREFIX="${1#--prefix=}"; shift ;;
+    --offloads) [ $# -ge 2 ] || usage; OFFLOADS="$2"; shift 2 ;;
+    --offloads=*) OFFLOADS="${1#--offloads=}"; shift ;;
     *) usage ;;
   esac
 done
 [[ "$PREFIX" =~ ^[A-Za-z0-9][A-Za-z0-9_.-]{0,30}$ ]] || { echo "testbed: bad prefix '$PREFIX'" >&2; exit 2; }
+case "$OFFLOADS" in xdp-safe|nic) ;; *) echo "testbed: --offloads xdp-safe or nic, not '$OFFLOADS'" >&2; exit 2 ;; esac
 
 RUN_DIR="/run/$PREFIX-testbed"
 NS_CLIENT="$PREFIX-client"
@@ -85,10 +93,12 @@ done
 # is lost when the skb becomes an xdp_frame). Both on every veth end: harmless where not needed.
 ns_settings() {
   local ns="$1" forward="$2"; shift 2
+  local tx=off
+  [ "$OFFLOADS" = nic ] && tx=on
   # shellcheck disable=SC2016  # expanded by the inner shell
   ip netns exec "$ns" sh -c '
     set -e
-    forward=$1; shift
+    forward=$1; tx=$2; shift 2
     w() { echo "$2" >"/proc/sys/net/$1"; }
     for c in all default "$@"; do
       w "ipv6/conf/$c/accept_dad" 0
@@ -102,8 +112,8 @@ ns_settings() {
       w ipv6/conf/default/forwarding 1
     fi
     for d in "$@"; do
-      ethtool -K "$d" gro on tx off >/dev/null 2>&1 || ethtool -K "$d" gro on tx-checksumming off >/dev/null
-    done' veer-testbed-settings "$forward" "$@"
+      ethtool -K "$d" gro on tx "$tx" >/dev/null 2>&1 || ethtool -K "$d" gro on tx-checksumming "$tx" >/dev/null
+    done' veer-testbed-settings "$forward" "$tx" "$@"
 }
 
 start_backend() {

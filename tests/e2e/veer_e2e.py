@@ -157,9 +157,9 @@ class Testbed:
     def ns(self, name):
         return f"{self.prefix}-{name}"
 
-    def up(self):
+    def up(self, offloads="xdp-safe"):
         run([self.script, "down", "--prefix", self.prefix], timeout=60)  # leftovers of a killed run
-        run([self.script, "up", "--prefix", self.prefix], timeout=60)
+        run([self.script, "up", "--prefix", self.prefix, "--offloads", offloads], timeout=60)
 
     def down(self):
         run([self.script, "down", "--prefix", self.prefix], timeout=60, check=False)
@@ -383,6 +383,7 @@ class VeerCase(unittest.TestCase):
     prefix = None
     with_veerd = True
     attach = None  # None: the config's own (examples/testbed.yaml: auto, which is tc on the testbed's veths)
+    offloads = "xdp-safe"  # the testbed's veth offloads (scripts/testbed.sh --offloads)
 
     @classmethod
     def config_text(cls, tb):
@@ -397,7 +398,7 @@ class VeerCase(unittest.TestCase):
         cls.tb = Testbed(cls.prefix)
         cls.veerd = None
         try:
-            cls.tb.up()
+            cls.tb.up(cls.offloads)
             if cls.with_veerd:
                 cls.tb.write_config(cls.config_text(cls.tb))
                 cls.veerd = Veerd(cls.tb, cls.tb.config)
