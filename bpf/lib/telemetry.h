@@ -117,7 +117,10 @@ VEER_INLINE void veer_tel_client(const struct veer_hdrs *h, struct veer_flow *fl
 
 /* "HTTP/1.x NNN": the status class digit (2..5), or 0. Reads the first 12
  * payload bytes: straight from the packet when they are in the linear part,
- * else (TC, non-linear skb) with bpf_skb_load_bytes. */
+ * else (TC, non-linear skb) with bpf_skb_load_bytes. veer_tc_pull_headers
+ * made VEER_MAX_HDR_LEN bytes linear, so the fallback is only reached when
+ * the headers fill nearly all of them (VLAN + IP and TCP options); neither
+ * BPF_PROG_TEST_RUN (linear skbs) nor the testbed's traffic reaches it. */
 VEER_INLINE __u8 veer_http_class(const struct veer_pkt *pkt, const enum veer_hook hook,
 				 const struct veer_hdrs *h)
 {
