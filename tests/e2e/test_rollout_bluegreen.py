@@ -110,6 +110,12 @@ class TestBlueGreen(e2e.RolloutCase):
         self.assertIn("latency_p95_ms", aborts[0]["message"])
         self.assertGreater(aborts[0]["values"]["value"], 200.0, aborts[0])
         self.assertEqual(self.gate_results(svc)["latency_p95_ms"], {"pre_promotion": "none", "post_promotion": "Failed"})
+        # /metrics keeps the two lists apart too: failure_limit 1, so each abort came on its list's 2nd failure
+        samples = e2e.prom_samples(self.tb.fetch("lb", "http://127.0.0.1:9469/metrics"))
+        failed = {(ls["stage"], ls["gate"]): v for n, ls, v in samples
+                  if n == "veer_gate_result_total" and ls.get("result") == "Failed"}
+        print(f"  veer_gate_result_total Failed: {failed}", flush=True)
+        self.assertEqual(failed, {("pre_promotion", "error_rate"): 2, ("post_promotion", "latency_p95_ms"): 2})
         time.sleep(1.0)  # requests sent to green before the switch back (300 ms each) are answered
         window = traffic.window_after_now()
         self.assertEqual(list(window), ["blue"], f"new connections after the switch back: {window}")

@@ -184,9 +184,12 @@ TEST(VeerMetrics, Spec7FamiliesNamesAndLabels) {
   m.weight("api", "canary", 5, 0);
   m.rollout_phase("api", "Paused", {"Idle", "Progressing", "Paused", "Aborted"});
   m.rollout_step("api", 2);
-  m.gate_value("api", "p95", 0.183);
-  m.gate_result_count("api", "p95", "Successful", 4);
-  m.gate_result_count("api", "p95", "Failed", 1);
+  m.gate_value("api", "", "p95", 0.183);
+  m.gate_result_count("api", "", "p95", "Successful", 4);
+  m.gate_result_count("api", "", "p95", "Failed", 1);
+  // blue-green: the same gate name in both lists, two series
+  m.gate_result_count("bg", "pre_promotion", "p95", "Failed", 1);
+  m.gate_result_count("bg", "post_promotion", "p95", "Failed", 2);
   m.srm_p_value("api", 0.42);
   m.drops("no_backend", 12);
 
@@ -225,9 +228,11 @@ TEST(VeerMetrics, Spec7FamiliesNamesAndLabels) {
       {"veer_rollout_phase", PT::Gauge, {{"service", "api"}, {"phase", "Idle"}}, 0},
       {"veer_rollout_phase", PT::Gauge, {{"service", "api"}, {"phase", "Aborted"}}, 0},
       {"veer_rollout_step", PT::Gauge, {{"service", "api"}}, 2},
-      {"veer_gate_value", PT::Gauge, {{"service", "api"}, {"gate", "p95"}}, 0.183},
-      {"veer_gate_result_total", PT::Counter, {{"service", "api"}, {"gate", "p95"}, {"result", "Successful"}}, 4},
-      {"veer_gate_result_total", PT::Counter, {{"service", "api"}, {"gate", "p95"}, {"result", "Failed"}}, 1},
+      {"veer_gate_value", PT::Gauge, {{"service", "api"}, {"stage", ""}, {"gate", "p95"}}, 0.183},
+      {"veer_gate_result_total", PT::Counter, {{"service", "api"}, {"stage", ""}, {"gate", "p95"}, {"result", "Successful"}}, 4},
+      {"veer_gate_result_total", PT::Counter, {{"service", "api"}, {"stage", ""}, {"gate", "p95"}, {"result", "Failed"}}, 1},
+      {"veer_gate_result_total", PT::Counter, {{"service", "bg"}, {"stage", "pre_promotion"}, {"gate", "p95"}, {"result", "Failed"}}, 1},
+      {"veer_gate_result_total", PT::Counter, {{"service", "bg"}, {"stage", "post_promotion"}, {"gate", "p95"}, {"result", "Failed"}}, 2},
       {"veer_srm_p_value", PT::Gauge, {{"service", "api"}}, 0.42},
       {"veer_drops_total", PT::Counter, {{"reason", "no_backend"}}, 12},
   };

@@ -77,7 +77,8 @@ class Daemon {
     std::vector<uint64_t> ab_flows_base;  // new_flows per variant when the rollout started
     std::map<int, std::shared_ptr<prom::ParseResult>> last_scrape;  // per variant, last good scrape
     std::map<int, std::chrono::steady_clock::time_point> last_scrape_at;
-    std::map<std::string, std::map<std::string, uint64_t>> gate_results;  // gate -> result -> evaluations
+    // (stage, gate) -> result -> evaluations; stage as RolloutState::gates_stage
+    std::map<std::pair<std::string, std::string>, std::map<std::string, uint64_t>> gate_results;
     bool tick_running = false;  // scrapes/probes of the last tick still out
   };
   struct Service {

@@ -396,8 +396,9 @@ void Daemon::finish_tick(const std::string& name, const std::shared_ptr<Runtime>
     spdlog::error("service {}: rollout tick: {}", name, e.what());
     return;
   }
-  for (const auto& [gate, st] : rt->engine->state().gates)
-    if (st.at == now) ++rt->gate_results[gate][to_string(st.result)];
+  const RolloutState& state = rt->engine->state();
+  for (const auto& [gate, st] : state.gates)
+    if (st.at == now) ++rt->gate_results[{state.gates_stage, gate}][to_string(st.result)];
   apply_decision(s, d);
 }
 
@@ -678,9 +679,9 @@ std::string Daemon::render_metrics() const {
       m.rollout_phase(s.config.name, to_string(st.phase), phase_names());
       m.rollout_step(s.config.name, st.step);
       for (const auto& [gate, gs] : st.gates)
-        if (gs.value && std::isfinite(*gs.value)) m.gate_value(s.config.name, gate, *gs.value);
-      for (const auto& [gate, counts] : s.rt->gate_results)
-        for (const auto& [result, n] : counts) m.gate_result_count(s.config.name, gate, result, n);
+        if (gs.value && std::isfinite(*gs.value)) m.gate_value(s.config.name, st.gates_stage, gate, *gs.value);
+      for (const auto& [key, counts] : s.rt->gate_results)
+        for (const auto& [result, n] : counts) m.gate_result_count(s.config.name, key.first, key.second, result, n);
       if (s.config.rollout->strategy == RolloutStrategy::Ab) {
         try {
           m.srm_p_value(s.config.name, ab_report(s.config, ab_snapshot(s)).srm_p_value);

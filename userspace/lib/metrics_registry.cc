@@ -283,8 +283,10 @@ void declare_veer_families(Registry& r) {
             {"service", "variant", "kind"});
   r.declare(kRolloutPhase, T::Gauge, "1 for the rollout's current phase, 0 for the others.", {"service", "phase"});
   r.declare(kRolloutStep, T::Gauge, "Index of the rollout's current step.", {"service"});
-  r.declare(kGateValue, T::Gauge, "Last value a gate measured.", {"service", "gate"});
-  r.declare(kGateResultTotal, T::Counter, "Gate evaluations by result.", {"service", "gate", "result"});
+  r.declare(kGateValue, T::Gauge, "Last value a gate measured (stage: its blue-green list, else empty).",
+            {"service", "stage", "gate"});
+  r.declare(kGateResultTotal, T::Counter, "Gate evaluations by result (stage: its blue-green list, else empty).",
+            {"service", "stage", "gate", "result"});
   r.declare(kSrmPValue, T::Gauge, "p-value of the A/B sample-ratio-mismatch check.", {"service"});
   r.declare(kDropsTotal, T::Counter, "Packets the data plane dropped, by reason.", {"reason"});
 }
@@ -332,13 +334,14 @@ void VeerMetrics::rollout_step(const std::string& service, int64_t step) {
   registry_.set(kRolloutStep, {{"service", service}}, static_cast<double>(step));
 }
 
-void VeerMetrics::gate_value(const std::string& service, const std::string& gate, double value) {
-  registry_.set(kGateValue, {{"service", service}, {"gate", gate}}, value);
+void VeerMetrics::gate_value(const std::string& service, const std::string& stage, const std::string& gate,
+                             double value) {
+  registry_.set(kGateValue, {{"service", service}, {"stage", stage}, {"gate", gate}}, value);
 }
 
-void VeerMetrics::gate_result_count(const std::string& service, const std::string& gate, const std::string& result,
-                                    uint64_t count) {
-  registry_.set(kGateResultTotal, {{"service", service}, {"gate", gate}, {"result", result}},
+void VeerMetrics::gate_result_count(const std::string& service, const std::string& stage, const std::string& gate,
+                                    const std::string& result, uint64_t count) {
+  registry_.set(kGateResultTotal, {{"service", service}, {"stage", stage}, {"gate", gate}, {"result", result}},
                 static_cast<double>(count));
 }
 

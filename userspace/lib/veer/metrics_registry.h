@@ -167,10 +167,12 @@ class VeerMetrics {
   void rollout_phase(const std::string& service, const std::string& current,
                      const std::vector<std::string>& all_phases);
   void rollout_step(const std::string& service, int64_t step);
-  void gate_value(const std::string& service, const std::string& gate, double value);
+  // `stage`: the gate's list, "" for rollout.gates, "pre_promotion" or
+  // "post_promotion" (blue-green: both lists may name a latency_p95_ms).
+  void gate_value(const std::string& service, const std::string& stage, const std::string& gate, double value);
   // veer_gate_result_total{result}: the number of evaluations with that result.
-  void gate_result_count(const std::string& service, const std::string& gate, const std::string& result,
-                         uint64_t count);
+  void gate_result_count(const std::string& service, const std::string& stage, const std::string& gate,
+                         const std::string& result, uint64_t count);
   void srm_p_value(const std::string& service, double p_value);
   void drops(const std::string& reason, uint64_t count);
 
