@@ -616,7 +616,12 @@ TEST(BlueGreen, SameNamedGatesOfPreAndPostPromotionKeepApartStatuses) {
   j["gates_stage"] = "mid_promotion";
   EXPECT_THROW(rollout_state_from_json(j.dump()), RolloutStateError);
   j.erase("gates_stage");  // a file from before gates_stage: ""
-  EXPECT_EQ(rollout_state_from_json(j.dump()).gates_stage, "");
+  const RolloutState old_file = rollout_state_from_json(j.dump());
+  EXPECT_EQ(old_file.gates_stage, "");
+  // ... which the engine reads as the list its phase evaluates, keeping the watch's failure count
+  RolloutEngine resumed(service_from(cfg), old_file);
+  EXPECT_EQ(resumed.state().gates_stage, "post_promotion");
+  EXPECT_EQ(resumed.state().gates.at("error_rate").failures, 1u);
   // retry: the probes' list again, counted from zero
   EXPECT_EQ(e.tick(sec(8), watch(0.05)).phase, RolloutPhase::Aborted);
   e.retry(sec(10));

@@ -200,6 +200,10 @@ RolloutEngine::RolloutEngine(ServiceConfig service, std::optional<RolloutState> 
                                   std::to_string(s.step) + ") does not fit the configured rollout");
     state_ = s;
     restored_ = true;
+    // A state written before gates_stage existed: its gates are those of the
+    // list the phase evaluates (so a restart keeps their failure counts).
+    if (state_.gates_stage.empty() && !state_.gates.empty())
+      if (const auto* gates = current_gates()) state_.gates_stage = stage_of(*gates);
   }
   if (state_.desired_weights_bp.empty()) state_.desired_weights_bp = service_.weights_bp;
 }
