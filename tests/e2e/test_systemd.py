@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The .deb's veerd.service under a real systemd as PID 1: a systemd-nspawn container booting this machine's
 own root (a throw-away overlay of /, a network namespace of its own with a veth, a bpffs of its own at /sys/fs/bpf), the
-package installed in it with dpkg, veerd started, reloaded, hung and stopped through systemctl:
+package installed in it with dpkg, veerd started on the config the package installs (only its interface and
+weights changed), reloaded, hung and stopped through systemctl:
 
 - `systemctl start` returns once veerd is READY (Type=notify): the control socket answers at once and
   systemd's status line is veerd's STATUS= (the programs on sd0, tcx);
@@ -35,28 +36,8 @@ PEER_NETNS = "ve2e-sdp"  # the other end of the veth (sdp0)
 MACHINE = "ve2e-sd"
 WATCHDOG_S = 2
 
-CONFIG = """node:
-  interfaces: [sd0]
-  attach: auto
-  socket: /run/veer/veer.sock
-  pin_path: /sys/fs/bpf/veer
-  state_dir: /var/lib/veer
-  metrics_listen: 127.0.0.1:9469
-services:
-  - name: ranker
-    vip: 10.99.0.100
-    port: 80
-    protocol: tcp
-    stable: blue
-    variants:
-      blue:   { backends: ["10.99.0.1:8080"] }
-      canary: { backends: ["10.99.0.1:8081"] }
-    weights: { blue: BLUE, canary: CANARY }
-"""
-
-
-def config(blue, canary):
-    return CONFIG.replace("BLUE", str(blue)).replace("CANARY", str(canary))
+SHIPPED_INTERFACES = "interfaces: [eth0]"
+SHIPPED_WEIGHTS = "weights: { blue: 95, canary: 5 }"
 
 
 class TestSystemd(unittest.TestCase):
@@ -184,7 +165,13 @@ class TestSystemd(unittest.TestCase):
     def prop(self, name):
         return self.systemctl("show", "-p", name, "--value", "veerd").stdout.strip()
 
-    def write_config(self, text):
+    def write_config(self, blue, canary):
+        """The config the package installed, on the container's veth and with these weights."""
+        text = self.shipped_config
+        for old, new in ((SHIPPED_INTERFACES, "interfaces: [sd0]"),
+                         (SHIPPED_WEIGHTS, f"weights: {{ blue: {blue}, canary: {canary} }}")):
+            self.assertEqual(text.count(old), 1, f"the shipped config no longer has {old!r}")
+            text = text.replace(old, new)
         with open(os.path.join(self.root, "etc/veer/veer.yaml"), "w") as f:
             f.write(text)
 
@@ -202,7 +189,9 @@ class TestSystemd(unittest.TestCase):
     def test_unit_under_systemd(self):
         self.inside("dpkg", "-i", "/root/veer.deb", timeout=120)
         self.inside("ip", "link", "set", "sd0", "up")
-        self.write_config(config(90, 10))
+        with open(os.path.join(self.root, "etc/veer/veer.yaml")) as f:
+            self.shipped_config = f.read()
+        self.write_config(95, 5)
 
         # 1. start: returns once READY=1 came, i.e. attached and listening
         t0 = time.monotonic()
@@ -217,7 +206,7 @@ class TestSystemd(unittest.TestCase):
         self.assertEqual(self.prop("ActiveState"), "active")
         self.assertIn("sd0 (tcx)", status)
         self.assertEqual(self.links(), ["sd0:tcx"])
-        self.assertEqual(self.applied(), {"blue": "90.00", "canary": "10.00"})
+        self.assertEqual(self.applied(), {"blue": "95.00", "canary": "5.00"})
         pid = self.prop("MainPID")
 
         # 2. the watchdog is fed: alive and the same process after 2.5 x WatchdogSec
@@ -225,17 +214,17 @@ class TestSystemd(unittest.TestCase):
         self.assertEqual((self.prop("ActiveState"), self.prop("MainPID"), self.prop("NRestarts")), ("active", pid, "0"))
 
         # 3. reload: a changed config applies; a refused one fails the reload and changes nothing
-        self.write_config(config(80, 20))
+        self.write_config(80, 20)
         reload = self.systemctl("reload", "veerd")
         self.assertEqual(reload.returncode, 0, reload.stderr)
         self.assertEqual(self.applied(), {"blue": "80.00", "canary": "20.00"})
-        self.write_config(config(80, 21))
+        self.write_config(80, 21)
         bad = self.systemctl("reload", "veerd")
         print(f"  refused reload: exit {bad.returncode}", flush=True)
         self.assertNotEqual(bad.returncode, 0)
         self.assertEqual((self.prop("ActiveState"), self.prop("MainPID")), ("active", pid))
         self.assertEqual(self.applied(), {"blue": "80.00", "canary": "20.00"})
-        self.write_config(config(80, 20))
+        self.write_config(80, 20)
 
         # 4. a hung veerd: the watchdog kills it, Restart=on-failure starts a new one on the same pins
         self.inside("kill", "-STOP", pid)

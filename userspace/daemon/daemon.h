@@ -73,8 +73,8 @@ class Daemon {
     std::vector<KernelSample> base;      // per variant, at window_start
     std::vector<KernelWindow> window;    // per variant, the last complete window
     std::vector<PushData> push_window;   // per variant, pushed since the window began
-    std::vector<PushData> push_total;    // per variant, pushed since the rollout started (A/B report)
-    std::vector<uint64_t> ab_flows_base;  // new_flows per variant when the rollout started
+    // What the rollout gathered since it started (pushed values, flow bases:
+    // the A/B report) lives in state_.services[name].totals, not here.
     std::map<int, std::shared_ptr<prom::ParseResult>> last_scrape;  // per variant, last good scrape
     std::map<int, std::chrono::steady_clock::time_point> last_scrape_at;
     // (stage, gate) -> result -> evaluations; stage as RolloutState::gates_stage
@@ -114,10 +114,12 @@ class Daemon {
 
   // Rollouts (daemon_rollout.cc).
   void setup_runtime(Service& s, std::optional<RolloutState> persisted);
-  // The rollout's totals (pushed values, flow bases) in the runtime and in
-  // state_: from now (reset) or as state_ has them (restore, a resumed rollout).
+  // The rollout's totals in state_: from now (reset: nothing pushed, flows
+  // counted from the counters' present values) or, for a resumed rollout, as
+  // state.json had them (restore).
   void reset_totals(Service& s);
   void restore_totals(Service& s);
+  const RolloutTotals& totals_of(const Service& s) const;  // empty if none
   void arm_timer(const std::string& name, const std::shared_ptr<Runtime>& rt);
   void on_window(const std::string& name, const std::shared_ptr<Runtime>& rt);
   void finish_tick(const std::string& name, const std::shared_ptr<Runtime>& rt, MetricsSnapshot snapshot);

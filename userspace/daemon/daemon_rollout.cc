@@ -85,7 +85,6 @@ void Daemon::setup_runtime(Service& s, std::optional<RolloutState> persisted) {
   const size_t n = s.config.variants.size();
   rt->window.assign(n, KernelWindow{});
   rt->push_window.assign(n, PushData{});
-  rt->push_total.assign(n, PushData{});
   rt->window_start = SteadyClock::now();
   for (unsigned v = 0; v < n; ++v) rt->base.push_back(kernel_sample(s, v));
   ServiceState& st = state_.services[s.config.name];
@@ -121,40 +120,36 @@ void Daemon::setup_runtime(Service& s, std::optional<RolloutState> persisted) {
 }
 
 void Daemon::reset_totals(Service& s) {
-  auto& rt = *s.rt;
   RolloutTotals& totals = state_.services[s.config.name].totals;
   totals = RolloutTotals{};
-  rt.push_total.assign(s.config.variants.size(), PushData{});
-  rt.ab_flows_base.clear();
-  for (unsigned v = 0; v < s.config.variants.size(); ++v) {
-    const uint64_t flows = dataplane_->variant_counters(s.id, v).new_flows;
-    rt.ab_flows_base.push_back(flows);
-    if (s.config.rollout) totals.flows_base[s.config.variants[v].name] = flows;
-  }
+  if (!s.config.rollout) return;
+  for (unsigned v = 0; v < s.config.variants.size(); ++v)
+    totals.flows_base[s.config.variants[v].name] = dataplane_->variant_counters(s.id, v).new_flows;
 }
 
 void Daemon::restore_totals(Service& s) {
-  auto& rt = *s.rt;
   const RolloutTotals saved = state_.services[s.config.name].totals;
-  reset_totals(s);
+  reset_totals(s);  // the variants the service has now, flows from now where nothing was saved
   RolloutTotals& totals = state_.services[s.config.name].totals;
   for (unsigned v = 0; v < s.config.variants.size(); ++v) {
     const std::string& name = s.config.variants[v].name;
-    if (auto p = saved.pushed.find(name); p != saved.pushed.end()) {
-      rt.push_total[v] = p->second;
-      totals.pushed[name] = p->second;
-    }
+    if (auto p = saved.pushed.find(name); p != saved.pushed.end()) totals.pushed[name] = p->second;
     // A counter below its saved base was reset (the pinned maps were created
     // anew, e.g. after a reboot): the flows count from the reset.
     if (auto f = saved.flows_base.find(name); f != saved.flows_base.end()) {
-      const uint64_t base = f->second <= rt.ab_flows_base[v] ? f->second : 0;
+      const uint64_t base = f->second <= totals.flows_base[name] ? f->second : 0;
       if (base != f->second)
         spdlog::warn("service {}: variant {}'s flow counter is below the rollout's base: counting from its reset",
                      s.config.name, name);
-      rt.ab_flows_base[v] = base;
       totals.flows_base[name] = base;
     }
   }
+}
+
+const RolloutTotals& Daemon::totals_of(const Service& s) const {
+  static const RolloutTotals none;
+  const auto it = state_.services.find(s.config.name);
+  return it == state_.services.end() ? none : it->second.totals;
 }
 
 void Daemon::run_on(boost::asio::io_context& io) {
@@ -494,36 +489,29 @@ json Daemon::push(const protocol::PushRequest& r) {
     throw ProtocolError(ErrorCode::NotFound,
                         "service \"" + s.config.name + "\" has no variant \"" + r.variant + "\" (variants: " + known + ")");
   }
+  auto& pushed = state_.services[s.config.name].totals.pushed;
+  const bool had = pushed.count(r.variant) > 0;
+  PushData total = had ? pushed.at(r.variant) : PushData{};
   std::vector<PushItem> items;
   try {
     items = parse_push_values(r.values);
-    s.rt->push_total[static_cast<size_t>(v)].check_room_for(items);
+    total.check_room_for(items);
   } catch (const PushError& e) {
     throw ProtocolError(ErrorCode::BadRequest, e.what());
   }
-  PushData& window = s.rt->push_window[static_cast<size_t>(v)];
-  PushData& total = s.rt->push_total[static_cast<size_t>(v)];
-  auto& saved = state_.services[s.config.name].totals.pushed;
-  const PushData window_before = window, total_before = total;
-  const std::optional<PushData> saved_before =
-      saved.count(r.variant) ? std::optional<PushData>(saved.at(r.variant)) : std::nullopt;
-  for (const auto& item : items) {
-    window.add(item);
-    total.add(item);
-  }
-  saved[r.variant] = total;
+  for (const auto& item : items) total.add(item);
   // Acknowledged pushes survive a crash: on disk before the answer. If they
   // cannot be written, none is kept and the client hears why.
+  std::swap(pushed[r.variant], total);
   if (!persist()) {
-    window = window_before;
-    total = total_before;
-    if (saved_before) {
-      saved[r.variant] = *saved_before;
+    if (had) {
+      std::swap(pushed[r.variant], total);
     } else {
-      saved.erase(r.variant);
+      pushed.erase(r.variant);
     }
     throw ProtocolError(ErrorCode::Internal, "push not kept: cannot write state.json: " + persist_problem_);
   }
+  for (const auto& item : items) s.rt->push_window[static_cast<size_t>(v)].add(item);
   return json{{"accepted", items.size()}};
 }
 
@@ -539,13 +527,16 @@ AbSnapshot Daemon::ab_snapshot(const Service& s) const {
   AbSnapshot snap;
   const std::string& metric = s.config.rollout->metric.name;
   const bool proportion = s.config.rollout->metric.kind == AbMetricKind::Proportion;
+  const RolloutTotals& totals = totals_of(s);
   for (unsigned v = 0; v < s.config.variants.size(); ++v) {
     AbVariantData d;
+    const std::string& name = s.config.variants[v].name;
     const uint64_t flows = dataplane_->variant_counters(s.id, v).new_flows;
-    const uint64_t base = v < s.rt->ab_flows_base.size() ? s.rt->ab_flows_base[v] : 0;
+    const auto f = totals.flows_base.find(name);
+    const uint64_t base = f != totals.flows_base.end() ? f->second : 0;
     d.flows = flows >= base ? flows - base : flows;
-    if (v < s.rt->push_total.size()) {
-      const auto& m = s.rt->push_total[v].metrics;
+    if (const auto p = totals.pushed.find(name); p != totals.pushed.end()) {
+      const auto& m = p->second.metrics;
       if (auto it = m.find(metric); it != m.end()) {
         d.n = it->second.n;
         if (proportion) {
