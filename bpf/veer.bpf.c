@@ -6,7 +6,8 @@
  *   veer_tc   SEC("tc")   cls_bpf direct-action under clsact, or tcx
  * Per packet: parse -> classify -> (select) -> telemetry -> rewrite ->
  * forward (next hop from the per-CPU cache, else bpf_fib_lookup), and every
- * verdict is counted once under its enum veer_reason.
+ * verdict is counted once under its enum veer_reason. A flow is one
+ * connection (lib/conn.h): a new connection on a reused tuple selects again.
  */
 #include "lib/common.h"
 #include "lib/maps.h"
@@ -14,6 +15,7 @@
 #include "lib/csum.h"
 #include "lib/stats.h"
 #include "lib/telemetry.h"
+#include "lib/conn.h"
 #include "lib/nat.h"
 #include "lib/select.h"
 #include "lib/fib_cache.h"
@@ -31,7 +33,7 @@ VEER_INLINE int veer_process(struct veer_pkt *pkt, const enum veer_hook hook)
 	struct bpf_fib_lookup fib;
 	struct veer_fib_cache_key nh_key;
 	const struct veer_fib_cache_entry *nh;
-	__u32 fwd_reason;
+	__u32 fwd_reason, tick;
 	__u64 now;
 	int r;
 
@@ -51,20 +53,28 @@ VEER_INLINE int veer_process(struct veer_pkt *pkt, const enum veer_hook hook)
 	if (r != VEER_CONTINUE)
 		return veer_end(hook, r);
 
-	/* One clock read per service packet, shared by the handshakes and the
-	 * next-hop cache. */
+	/* One clock read per service packet, shared by the handshakes, the
+	 * flow entries' ticks and the next-hop cache. */
 	now = bpf_ktime_get_coarse_ns();
+	tick = veer_tick(now);
+	/* A SYN of another connection, or UDP after the idle timeout: the
+	 * entry is an older flow's, this packet selects again. */
+	if (m.kind == VEER_MATCH_FLOW && veer_conn_is_new(&h, m.flow, m.svc, tick))
+		m.kind = VEER_MATCH_REUSED;
+
 	if (m.kind == VEER_MATCH_FLOW) {
-		veer_tel_client(&h, m.flow, now, &tel);
-		veer_target_from_flow(m.flow, &t);
-	} else if (m.kind == VEER_MATCH_NEW) {
-		r = veer_flow_create(m.svc, &h, &m.id, &t, now, &tel);
+		veer_conn_client(&h, m.flow, tick);
+		veer_tel_client(&h, m.flow, m.id.service_id, now, &tel);
+		veer_target_from_flow(m.flow, m.id.service_id, &t);
+	} else if (m.kind == VEER_MATCH_REPLY) {
+		veer_conn_reply(&h, m.flow, tick);
+		/* Before the rewrite: it reads the reply's own tuple and payload. */
+		veer_tel_reply(pkt, hook, &h, m.flow, m.id.service_id, &tel);
+		veer_target_from_reply(m.rev, m.flow, &t);
+	} else {
+		r = veer_flow_create(m.svc, &h, &m.id, m.kind == VEER_MATCH_REUSED, &t, now, &tel);
 		if (r != VEER_CONTINUE)
 			return veer_end(hook, r);
-	} else {
-		/* Before the rewrite: it reads the reply's own tuple and payload. */
-		veer_tel_reply(pkt, hook, &h, m.flow, &tel);
-		veer_target_from_reply(m.rev, m.flow, &t);
 	}
 
 	veer_nat_rewrite(&h, &t, &d);

@@ -24,11 +24,12 @@ struct veer_nat_target {
 	__u8 to_client;        /* 0: client -> backend, 1: reply backend -> client */
 };
 
-VEER_INLINE void veer_target_from_flow(const struct veer_flow *f, struct veer_nat_target *t)
+VEER_INLINE void veer_target_from_flow(const struct veer_flow *f, __u16 service_id,
+					struct veer_nat_target *t)
 {
 	t->addr = f->backend;
 	t->port = f->backend_port;
-	t->service_id = f->service_id;
+	t->service_id = service_id;
 	t->variant = f->variant;
 	t->to_client = 0;
 }
@@ -40,7 +41,7 @@ VEER_INLINE void veer_target_from_reply(const struct veer_backend_rev *r, const 
 {
 	t->addr = r->vip;
 	t->port = r->vport;
-	t->service_id = f->service_id;
+	t->service_id = r->service_id;
 	t->variant = f->variant;
 	t->to_client = 1;
 }

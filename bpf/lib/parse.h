@@ -64,7 +64,14 @@ struct veer_hdrs {
 	__u8 family;           /* VEER_AF_* */
 	__u8 proto;            /* VEER_PROTO_* */
 	__u8 tcp_flags;        /* TCP flags byte (FIN..CWR); 0 for UDP; veer_check_l4 */
+	__be32 tcp_seq;        /* TCP sequence number as on the wire; veer_check_l4 */
 };
+
+#define VEER_TCP_FIN 0x01
+#define VEER_TCP_SYN 0x02
+#define VEER_TCP_RST 0x04
+#define VEER_TCP_ACK 0x10
+
 
 VEER_INLINE int veer_is_ipv6_ext_hdr(__u8 nexthdr)
 {
@@ -224,6 +231,7 @@ VEER_INLINE int veer_check_l4(struct veer_pkt *pkt, struct veer_hdrs *h)
 		h->l4_check = &tcp->check;
 		h->l4_check_off = h->l4_off + __builtin_offsetof(struct tcphdr, check);
 		h->tcp_flags = ((__u8 *)tcp)[13];
+		h->tcp_seq = tcp->seq;
 		h->payload_off = h->l4_off + tcp->doff * 4u;
 		h->payload_len = h->l4_len - tcp->doff * 4u;
 	} else {
@@ -234,10 +242,27 @@ VEER_INLINE int veer_check_l4(struct veer_pkt *pkt, struct veer_hdrs *h)
 		h->l4_check = &udp->check;
 		h->l4_check_off = h->l4_off + __builtin_offsetof(struct udphdr, check);
 		h->tcp_flags = 0;
+		h->tcp_seq = 0;
 		h->payload_off = h->l4_off + sizeof(*udp);
 		h->payload_len = h->l4_len - sizeof(*udp);
 	}
 	return VEER_CONTINUE;
+}
+
+VEER_INLINE int veer_is_syn(const struct veer_hdrs *h)
+{
+	return h->proto == VEER_PROTO_TCP && (h->tcp_flags & (VEER_TCP_SYN | VEER_TCP_ACK)) == VEER_TCP_SYN;
+}
+
+VEER_INLINE int veer_is_syn_ack(const struct veer_hdrs *h)
+{
+	return h->proto == VEER_PROTO_TCP &&
+	       (h->tcp_flags & (VEER_TCP_SYN | VEER_TCP_ACK)) == (VEER_TCP_SYN | VEER_TCP_ACK);
+}
+
+VEER_INLINE __u8 veer_is_rst(const struct veer_hdrs *h)
+{
+	return h->proto == VEER_PROTO_TCP && (h->tcp_flags & VEER_TCP_RST);
 }
 
 /* The packet's own tuple as a flow key (src -> dst as on the wire). */

@@ -1,15 +1,18 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * Which packets are ours and where they go: the port pre-filter, the service
- * lookup, the flow table (one entry per flow for both directions), the
+ * lookup, the flow table (one entry per connection for both directions), the
  * backend -> service lookup that tells replies from other backend traffic,
  * and for a new flow the seeded hash -> slot -> (variant, backend) selection
- * plus the flow entry it creates (SPEC §2.2).
+ * plus the flow entry it creates or replaces (SPEC §2.2). Whether a client
+ * packet that finds an entry continues it or starts a new connection on a
+ * reused tuple is lib/conn.h's decision.
  */
 #ifndef VEER_LIB_SELECT_H
 #define VEER_LIB_SELECT_H
 
 #include "lib/common.h"
+#include "lib/conn.h"
 #include "lib/maps.h"
 #include "lib/nat.h"
 #include "lib/parse.h"
@@ -17,16 +20,20 @@
 #include "lib/telemetry.h"
 
 enum veer_match_kind {
-	VEER_MATCH_FLOW = 1,  /* client packet of an established flow */
-	VEER_MATCH_NEW = 2,   /* client packet to a service, no flow yet */
-	VEER_MATCH_REPLY = 3, /* backend's reply to a client */
+	VEER_MATCH_FLOW = 1,   /* client packet of an established flow */
+	VEER_MATCH_NEW = 2,    /* client packet to a service, no flow yet */
+	VEER_MATCH_REPLY = 3,  /* backend's reply to a client */
+	VEER_MATCH_REUSED = 4, /* client packet that starts a new connection on a
+				* tuple whose entry is an older one's (set by
+				* veer_process once lib/conn.h has decided) */
 };
 
 struct veer_match {
-	struct veer_flow *flow;       /* VEER_MATCH_FLOW, VEER_MATCH_REPLY */
-	struct veer_service *svc;     /* VEER_MATCH_NEW */
-	struct veer_backend_rev *rev; /* VEER_MATCH_REPLY */
-	struct veer_flow_id id;       /* VEER_MATCH_NEW: the key to insert */
+	struct veer_flow *flow;       /* FLOW, REPLY (and REUSED: the old entry) */
+	struct veer_service *svc;     /* FLOW, NEW, REUSED */
+	struct veer_backend_rev *rev; /* REPLY */
+	struct veer_flow_id id;       /* every kind: the flow's key (service_id
+				       * included, so the value need not hold it) */
 	enum veer_match_kind kind;
 };
 
@@ -157,24 +164,24 @@ VEER_INLINE int veer_select_backend(const struct veer_service *svc, const struct
 
 	flow->backend = backend->addr;
 	flow->backend_port = backend->port;
-	flow->service_id = (__u16)id;
 	flow->variant = s.variant;
-	flow->backend_idx = s.backend;
-	flow->state = 0;
-	flow->pad = 0;
 	return VEER_CONTINUE;
 }
 
-/* A client packet of an unknown flow (any packet, no SYN needed): select,
- * record the flow (id: its key, from veer_classify), fill the NAT target.
- * Telemetry (lib/telemetry.h) starts in the entry itself: a packet with
- * payload starts a request, a SYN a handshake. */
+/* A client packet of a new flow: of an unknown tuple (any packet, no SYN
+ * needed), or the first of a new connection on a reused tuple (replace: its
+ * entry belongs to an older connection and is overwritten, telemetry state
+ * included). Selects from the active table, records the flow (id: its key,
+ * from veer_classify), fills the NAT target. Telemetry (lib/telemetry.h)
+ * starts in the entry itself: a packet with payload starts a request, a SYN
+ * a handshake. */
 VEER_INLINE int veer_flow_create(const struct veer_service *svc, const struct veer_hdrs *h,
-				 const struct veer_flow_id *id, struct veer_nat_target *t, __u64 now,
-				 struct veer_tel *tel)
+				 const struct veer_flow_id *id, int replace, struct veer_nat_target *t,
+				 __u64 now, struct veer_tel *tel)
 {
 	struct veer_flow_key tuple, rkey;
 	struct veer_flow flow;
+	int inserted = 0;
 	int r;
 
 	/* The whole tuple: what the hash of connection affinity reads, and
@@ -183,20 +190,25 @@ VEER_INLINE int veer_flow_create(const struct veer_service *svc, const struct ve
 	r = veer_select_backend(svc, &tuple, &flow);
 	if (r != VEER_CONTINUE)
 		return r;
+	veer_conn_init(h, &flow, veer_tick(now));
 	/* The request this packet starts, if it carries payload (a UDP
-	 * datagram, or TCP data of a flow the table had lost). */
+	 * datagram, a SYN with data, or TCP data of a flow the table had
+	 * lost). */
 	flow.req_ts_ns = 0;
 	if (h->payload_len) {
-		flow.state = VEER_FLOW_S_REQUEST_PENDING;
+		flow.state |= VEER_FLOW_S_REQUEST_PENDING;
 		flow.req_ts_ns = bpf_ktime_get_ns();
 	}
 	tel->reset = veer_is_rst(h);
 
-	/* NOEXIST: if another CPU created this flow meanwhile (its first
-	 * packets raced, maybe across a table flip), its choice wins so every
-	 * packet of the flow goes the same way. */
-	if (bpf_map_update_elem(&veer_flows, id, &flow, BPF_NOEXIST) == 0) {
-		veer_count_new_flow(flow.service_id, flow.variant);
+	/* A new tuple: NOEXIST, so that if another CPU created this flow
+	 * meanwhile (its first packets raced, maybe across a table flip), its
+	 * choice wins and every packet of the flow goes the same way. A reused
+	 * tuple: the old connection's entry is replaced in one update (readers
+	 * see the old entry or the new one, never a mix). */
+	if (bpf_map_update_elem(&veer_flows, id, &flow, replace ? BPF_ANY : BPF_NOEXIST) == 0) {
+		inserted = 1;
+		veer_count_new_flow(id->service_id, flow.variant);
 	} else {
 		struct veer_flow *existing = bpf_map_lookup_elem(&veer_flows, id);
 
@@ -208,10 +220,11 @@ VEER_INLINE int veer_flow_create(const struct veer_service *svc, const struct ve
 
 	if (veer_is_syn(h)) {
 		veer_reverse_key(&tuple, &flow.backend, flow.backend_port, &rkey);
-		veer_handshake_start(&rkey, flow.service_id, flow.variant, now);
+		veer_handshake_start(&rkey, id->service_id, flow.variant, now,
+				     inserted ? BPF_ANY : BPF_NOEXIST);
 	}
 
-	veer_target_from_flow(&flow, t);
+	veer_target_from_flow(&flow, id->service_id, t);
 	return VEER_CONTINUE;
 }
 

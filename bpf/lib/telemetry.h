@@ -16,11 +16,13 @@
  * Every other packet pays only a few compares on fields already loaded.
  * A request whose answer never comes leaves the flow pending: no further
  * request of that flow is measured until a reply with payload arrives (or a
- * new SYN reuses the tuple, which clears it).
+ * new connection reuses the tuple: its entry replaces this one, lib/conn.h).
  *
  * Handshakes: a client SYN (no ACK) records (time, service, variant) under
  * the reverse tuple in veer_handshakes; the backend's SYN-ACK deletes it;
- * userspace counts what stays longer than its timeout.
+ * userspace counts what stays longer than its timeout. The SYN of a new
+ * connection starts a new record; a retransmitted SYN keeps the first one's
+ * time.
  */
 #ifndef VEER_LIB_TELEMETRY_H
 #define VEER_LIB_TELEMETRY_H
@@ -30,10 +32,6 @@
 #include "lib/parse.h"
 #include "veer/latency.h"
 
-#define VEER_TCP_SYN 0x02
-#define VEER_TCP_RST 0x04
-#define VEER_TCP_ACK 0x10
-
 /* What a packet contributes to its variant's counters (applied by
  * veer_count_packet with the one lookup it does anyway). */
 struct veer_tel {
@@ -41,22 +39,6 @@ struct veer_tel {
 	__u8 response;   /* a latency sample was taken */
 	__u8 http_class; /* 2..5, or 0: none */
 };
-
-VEER_INLINE int veer_is_syn(const struct veer_hdrs *h)
-{
-	return h->proto == VEER_PROTO_TCP && (h->tcp_flags & (VEER_TCP_SYN | VEER_TCP_ACK)) == VEER_TCP_SYN;
-}
-
-VEER_INLINE int veer_is_syn_ack(const struct veer_hdrs *h)
-{
-	return h->proto == VEER_PROTO_TCP &&
-	       (h->tcp_flags & (VEER_TCP_SYN | VEER_TCP_ACK)) == (VEER_TCP_SYN | VEER_TCP_ACK);
-}
-
-VEER_INLINE __u8 veer_is_rst(const struct veer_hdrs *h)
-{
-	return h->proto == VEER_PROTO_TCP && (h->tcp_flags & VEER_TCP_RST);
-}
 
 /* The reverse tuple of a client packet: what the backend's replies carry. */
 VEER_INLINE void veer_reverse_key(const struct veer_flow_key *key, const struct veer_addr *backend,
@@ -72,9 +54,11 @@ VEER_INLINE void veer_reverse_key(const struct veer_flow_key *key, const struct 
 }
 
 /* A client SYN: the handshake is pending until the backend's SYN-ACK.
- * NOEXIST: a retransmitted SYN keeps the first one's time. */
+ * flags: BPF_ANY for the SYN of a new connection (its own time, whatever an
+ * older connection of the tuple left), BPF_NOEXIST for a retransmission
+ * (keeps the first SYN's time). */
 VEER_INLINE void veer_handshake_start(const struct veer_flow_key *rkey, __u16 service_id, __u8 variant,
-				      __u64 now)
+				      __u64 now, __u64 flags)
 {
 	struct veer_handshake hs = {
 		.syn_ts_ns = now,
@@ -82,30 +66,27 @@ VEER_INLINE void veer_handshake_start(const struct veer_flow_key *rkey, __u16 se
 		.variant = variant,
 	};
 
-	bpf_map_update_elem(&veer_handshakes, rkey, &hs, BPF_NOEXIST);
+	bpf_map_update_elem(&veer_handshakes, rkey, &hs, flags);
 }
 
-/* A client packet of an established flow (flow: the map's value). New flows
- * get their initial state in veer_flow_create. */
-VEER_INLINE void veer_tel_client(const struct veer_hdrs *h, struct veer_flow *flow, __u64 now,
-				 struct veer_tel *tel)
+/* A client packet that continues its flow (flow: the map's value). New
+ * flows, also a new connection on a reused tuple, get their initial state in
+ * veer_flow_create. */
+VEER_INLINE void veer_tel_client(const struct veer_hdrs *h, struct veer_flow *flow, __u16 service_id,
+				 __u64 now, struct veer_tel *tel)
 {
 	__u8 state = flow->state;
 
 	tel->reset = veer_is_rst(h);
 	if (veer_is_syn(h)) {
-		/* A SYN on a known tuple: a retransmit, or a new connection
-		 * reusing the tuple; either way nothing of an older request
-		 * is still to be answered. Only SYNs pay for the tuple. */
+		/* A SYN that continues its entry is a retransmission
+		 * (lib/conn.h): the handshake keeps the first SYN's time. Only
+		 * SYNs pay for the tuple. */
 		struct veer_flow_key tuple, rkey;
 
 		veer_flow_key_of(h, &tuple);
 		veer_reverse_key(&tuple, &flow->backend, flow->backend_port, &rkey);
-		veer_handshake_start(&rkey, flow->service_id, flow->variant, now);
-		if (state & VEER_FLOW_S_REQUEST_PENDING) {
-			flow->req_ts_ns = 0;
-			flow->state = state & ~VEER_FLOW_S_REQUEST_PENDING;
-		}
+		veer_handshake_start(&rkey, service_id, flow->variant, now, BPF_NOEXIST);
 		return;
 	}
 	if (h->payload_len == 0 || (state & VEER_FLOW_S_REQUEST_PENDING))
@@ -152,9 +133,10 @@ VEER_INLINE __u8 veer_http_class(const struct veer_pkt *pkt, const enum veer_hoo
 }
 
 /* A backend reply (flow: the flow it answers, already checked to name this
- * backend). */
+ * backend; service_id: its key's). */
 VEER_INLINE void veer_tel_reply(const struct veer_pkt *pkt, const enum veer_hook hook,
-				const struct veer_hdrs *h, struct veer_flow *flow, struct veer_tel *tel)
+				const struct veer_hdrs *h, struct veer_flow *flow, __u16 service_id,
+				struct veer_tel *tel)
 {
 	struct veer_latency_hist *hist;
 	__u64 req_ts, now, elapsed;
@@ -183,8 +165,8 @@ VEER_INLINE void veer_tel_reply(const struct veer_pkt *pkt, const enum veer_hook
 	tel->response = 1;
 	tel->http_class = veer_http_class(pkt, hook, h);
 
-	if (flow->variant < VEER_MAX_VARIANTS && flow->service_id < VEER_MAX_SERVICES) {
-		hist_key = (__u32)flow->service_id * VEER_MAX_VARIANTS + flow->variant;
+	if (flow->variant < VEER_MAX_VARIANTS && service_id < VEER_MAX_SERVICES) {
+		hist_key = (__u32)service_id * VEER_MAX_VARIANTS + flow->variant;
 		hist = bpf_map_lookup_elem(&veer_latency, &hist_key);
 		bucket = veer_lat_bucket(elapsed);
 		/* < VEER_LAT_BUCKETS by construction; the verifier wants to

@@ -686,7 +686,6 @@ TEST_F(DataplaneTest, CountersAreSummedOverCpusAndFlowsAreLookedUp) {
   veer_flow flow{};
   flow.backend.addr[0] = htonl(0x0a010102);
   flow.backend_port = htons(8080);
-  flow.service_id = 6;
   flow.variant = 1;
   const int ffd = bpf_obj_get((options_.pin_path + "/maps/veer_flows").c_str());
   ASSERT_EQ(bpf_map_update_elem(ffd, &id, &flow, BPF_ANY), 0);
@@ -707,7 +706,6 @@ TEST_F(DataplaneTest, CountersAreSummedOverCpusAndFlowsAreLookedUp) {
   ASSERT_TRUE(found.has_value());
   EXPECT_EQ(found->backend.addr[0], htonl(0x0a010102));
   EXPECT_EQ(found->variant, 1);
-  EXPECT_EQ(found->service_id, 6);
 }
 
 

@@ -325,8 +325,10 @@ TEST_P(VeerBpf, ForwardedFlowIsRecordedInTheFlowTable) {
   veer_flow f{};
   ASSERT_TRUE(dp_->flow_exists(flow_key(client, Ip::parse(s.vip), 41000, 80, VEER_PROTO_TCP), &f));
   EXPECT_EQ(f.backend_port, htons(want.port));
-  EXPECT_EQ(f.service_id, s.id);
   EXPECT_EQ(f.variant, 0);
+  // Made by the client's SYN (with data: a request is pending): its ISN is kept.
+  EXPECT_EQ(f.state, VEER_FLOW_S_SYN | VEER_FLOW_S_REQUEST_PENDING);
+  EXPECT_EQ(ntohl(f.syn_seq), client_spec(s, client, 41000).seq);
   veer_addr want_addr = to_abi(Ip::parse(want.ip));
   EXPECT_EQ(std::memcmp(&f.backend, &want_addr, sizeof f.backend), 0);
 }
@@ -416,9 +418,7 @@ TEST_P(VeerBpf, SameClientPortToTwoServicesKeepsTwoIndependentFlows) {
   veer_flow fw{}, ft{};
   ASSERT_TRUE(dp_->flow_exists(flow_key(client, Ip::parse(web.vip), cport, web.port, VEER_PROTO_TCP), &fw));
   ASSERT_TRUE(dp_->flow_exists(flow_key(client, Ip::parse(tls.vip), cport, tls.port, VEER_PROTO_TCP), &ft));
-  EXPECT_EQ(fw.service_id, web.id);
   EXPECT_EQ(fw.backend_port, htons(web_backend.port));
-  EXPECT_EQ(ft.service_id, tls.id);
   EXPECT_EQ(ft.backend_port, htons(tls_backend.port));
   // Each reply goes back from its own service's VIP port.
   expect_reply_translated(web, reply_spec(web, web_backend, client, cport));
@@ -1448,6 +1448,307 @@ TEST_P(Telemetry, SynOnAReusedTupleClearsAnUnansweredRequest) {
   backend_sends(s, client, cport, text("HTTP/1.1 200 OK\r\n\r\n"));
   EXPECT_EQ(dp_->counters(s.id, 0).responses, 1u);
 }
+
+// ---- one flow entry per connection (SPEC §2.2, bpf/lib/conn.h) ----------------------
+//
+// Clients reuse tuples: a SYN that is not a retransmission of the entry's own
+// SYN is a new connection and selects from the table active now; a UDP entry
+// idle for longer than udp_idle_ticks selects again on its next datagram.
+
+constexpr uint8_t kTcpFin = 0x01;
+
+class Connections : public VeerBpf {
+ protected:
+  // Table 1: every slot to variant 1 (backend by slot parity), then the flip;
+  // returns the backend a new flow of (client, cport) gets from it.
+  const BackendDef& flip_to_variant1(const ServiceDef& s, const Ip& client, uint16_t cport) {
+    const size_t n = s.variants[1].size();
+    dp_->write_table(s.id, 1, [n](uint32_t i) { return veer_slot{1, static_cast<uint8_t>(i % n)}; });
+    dp_->flip(s, 1);
+    return s.variants[1][expected_slot(s, client, cport) % n];
+  }
+  static PacketSpec tcp_from_client(const ServiceDef& s, const Ip& client, uint16_t cport, uint8_t flags,
+                                    uint32_t seq) {
+    PacketSpec p = client_spec(s, client, cport);
+    p.tcp_flags = flags;
+    p.seq = seq;
+    p.payload.clear();
+    return p;
+  }
+  static PacketSpec tcp_from_backend(const ServiceDef& s, const BackendDef& b, const Ip& client, uint16_t cport,
+                                     uint8_t flags) {
+    PacketSpec p = reply_spec(s, b, client, cport);
+    p.tcp_flags = flags;
+    p.payload.clear();
+    return p;
+  }
+  veer_flow entry(const ServiceDef& s, const Ip& client, uint16_t cport) {
+    veer_flow f{};
+    EXPECT_TRUE(dp_->flow_exists(flow_key(client, Ip::parse(s.vip), cport, s.port, s.proto), &f))
+        << "no flow entry for port " << cport;
+    return f;
+  }
+  static std::string backend_of(const veer_flow& f, int family) {
+    Ip ip;
+    ip.family = family == VEER_AF_INET ? 4 : 6;
+    std::memcpy(ip.b.data(), f.backend.addr, ip.size());
+    return ip.str() + ":" + std::to_string(ntohs(f.backend_port));
+  }
+  static std::string endpoint(const BackendDef& b) { return Ip::parse(b.ip).str() + ":" + std::to_string(b.port); }
+  static uint32_t tick_now() { return static_cast<uint32_t>(coarse_now_ns() >> VEER_TICK_SHIFT); }
+};
+
+TEST_P(Connections, NewConnectionOnAReusedTupleSelectsFromTheActiveTable) {
+  for (auto def : {svc_tcp4, svc_tcp6}) {
+    ServiceDef s = def();
+    SCOPED_TRACE(s.vip);
+    Ip client = Ip::parse(s.family() == VEER_AF_INET ? kClient4 : kClient6);
+    const uint16_t cport = 49000;
+    const BackendDef& old_backend = expected_backend(s, client, cport);
+    // A whole connection on table 0: handshake, request, answer, close from both sides.
+    expect_forwarded_to(s, tcp_from_client(s, client, cport, kTcpSyn, 1000), old_backend);
+    expect_reply_translated(s, tcp_from_backend(s, old_backend, client, cport, kTcpSyn | kTcpAck));
+    PacketSpec req = tcp_from_client(s, client, cport, kTcpAck, 1001);
+    req.payload = text("GET / HTTP/1.1\r\n\r\n");
+    expect_forwarded_to(s, req, old_backend);
+    PacketSpec answer = tcp_from_backend(s, old_backend, client, cport, kTcpAck);
+    answer.payload = text("HTTP/1.1 200 OK\r\n\r\n");
+    expect_reply_translated(s, answer);
+    expect_reply_translated(s, tcp_from_backend(s, old_backend, client, cport, kTcpFin | kTcpAck));
+    expect_forwarded_to(s, tcp_from_client(s, client, cport, kTcpFin | kTcpAck, 1019), old_backend);
+    EXPECT_EQ(entry(s, client, cport).state,
+              VEER_FLOW_S_SYN | VEER_FLOW_S_ESTABLISHED | VEER_FLOW_S_FIN_CLIENT | VEER_FLOW_S_FIN_BACKEND);
+
+    // The switch, then the client reuses its port for a new connection.
+    const BackendDef& new_backend = flip_to_variant1(s, client, cport);
+    const veer_variant_counters v0 = dp_->counters(s.id, 0);
+    expect_forwarded_to(s, tcp_from_client(s, client, cport, kTcpSyn, 777000), new_backend);
+    veer_flow f = entry(s, client, cport);
+    EXPECT_EQ(f.variant, 1);
+    EXPECT_EQ(backend_of(f, s.family()), endpoint(new_backend));
+    EXPECT_EQ(f.state, VEER_FLOW_S_SYN) << "a new connection: its own state, no request pending";
+    EXPECT_EQ(ntohl(f.syn_seq), 777000u);
+    EXPECT_EQ(f.req_ts_ns, 0u);
+    EXPECT_EQ(dp_->counters(s.id, 0).new_flows, 1u);
+    EXPECT_EQ(dp_->counters(s.id, 1).new_flows, 1u) << "the reused tuple is a new flow, counted once";
+    EXPECT_TRUE(dp_->handshake(reverse_key(s, new_backend, client, cport)).has_value())
+        << "the new connection's handshake is pending";
+
+    // A late segment of the old connection from the old backend is not
+    // translated for the new one: it passes untouched and counts nowhere.
+    expect_untouched(build(tcp_from_backend(s, old_backend, client, cport, kTcpFin | kTcpAck)),
+                     g_topo->backend_ifindex, VEER_R_PASS_NOT_SERVICE);
+    EXPECT_EQ(dp_->counters(s.id, 0).packets_out, v0.packets_out);
+    // The new connection goes on with the new backend, both ways.
+    expect_reply_translated(s, tcp_from_backend(s, new_backend, client, cport, kTcpSyn | kTcpAck));
+    expect_forwarded_to(s, tcp_from_client(s, client, cport, kTcpAck, 777001), new_backend);
+    EXPECT_EQ(entry(s, client, cport).state, VEER_FLOW_S_SYN | VEER_FLOW_S_ESTABLISHED);
+    dp_->flip(s, 0);
+  }
+}
+
+// Without a FIN or RST seen (a lost close, a client that crashed): another
+// sequence number alone makes it a new connection, in every state.
+TEST_P(Connections, SynWithAnotherSequenceNumberIsANewConnectionWhateverTheState) {
+  ServiceDef s = svc_tcp4();
+  Ip client = Ip::parse(kClient4);
+  const uint16_t established = 49100, handshaking = 49101;
+  const BackendDef& b_est = expected_backend(s, client, established);
+  const BackendDef& b_hs = expected_backend(s, client, handshaking);
+  expect_forwarded_to(s, tcp_from_client(s, client, established, kTcpSyn, 1000), b_est);
+  expect_reply_translated(s, tcp_from_backend(s, b_est, client, established, kTcpSyn | kTcpAck));
+  expect_forwarded_to(s, tcp_from_client(s, client, established, kTcpAck, 1001), b_est);
+  expect_forwarded_to(s, tcp_from_client(s, client, handshaking, kTcpSyn, 1000), b_hs);
+  EXPECT_EQ(entry(s, client, established).state, VEER_FLOW_S_SYN | VEER_FLOW_S_ESTABLISHED);
+  EXPECT_EQ(entry(s, client, handshaking).state, VEER_FLOW_S_SYN);
+
+  const BackendDef& n_est = flip_to_variant1(s, client, established);
+  const BackendDef& n_hs = s.variants[1][expected_slot(s, client, handshaking) % 2];
+  expect_forwarded_to(s, tcp_from_client(s, client, established, kTcpSyn, 2000), n_est);
+  expect_forwarded_to(s, tcp_from_client(s, client, handshaking, kTcpSyn, 2000), n_hs);
+  EXPECT_EQ(entry(s, client, established).variant, 1);
+  EXPECT_EQ(entry(s, client, handshaking).variant, 1);
+  EXPECT_EQ(dp_->counters(s.id, 0).new_flows, 2u);
+  EXPECT_EQ(dp_->counters(s.id, 1).new_flows, 2u);
+}
+
+TEST_P(Connections, RetransmittedSynKeepsItsChoiceAcrossAFlip) {
+  ServiceDef s = svc_tcp4();
+  Ip client = Ip::parse(kClient4);
+  const uint16_t cport = 49200;
+  const BackendDef& b = expected_backend(s, client, cport);
+  const PacketSpec syn = tcp_from_client(s, client, cport, kTcpSyn, 424242);
+  expect_forwarded_to(s, syn, b);
+  const auto hs = dp_->handshake(reverse_key(s, b, client, cport));
+  ASSERT_TRUE(hs.has_value());
+  flip_to_variant1(s, client, cport);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  expect_forwarded_to(s, syn, b);  // retransmitted before any answer
+  EXPECT_EQ(dp_->handshake(reverse_key(s, b, client, cport))->syn_ts_ns, hs->syn_ts_ns)
+      << "a retransmission keeps the first SYN's time";
+  expect_reply_translated(s, tcp_from_backend(s, b, client, cport, kTcpSyn | kTcpAck));
+  expect_forwarded_to(s, syn, b);  // the client did not get the SYN-ACK: the same handshake still
+  veer_flow f = entry(s, client, cport);
+  EXPECT_EQ(f.variant, 0);
+  EXPECT_EQ(f.state, VEER_FLOW_S_SYN | VEER_FLOW_S_ESTABLISHED);
+  EXPECT_EQ(dp_->counters(s.id, 0).new_flows, 1u) << "retransmissions are not new flows";
+  EXPECT_EQ(dp_->counters(s.id, 1).new_flows, 0u);
+  EXPECT_EQ(dp_->counters(s.id, 0).packets_in, 3u);
+}
+
+// FIN and RST from either side move the entry's state; once its connection is
+// closing or closed, even a SYN with the same sequence number (a client with a
+// fixed ISN) is a new connection.
+TEST_P(Connections, FinAndRstFromEitherSideEndTheConnection) {
+  ServiceDef s = svc_tcp4();
+  Ip client = Ip::parse(kClient4);
+  struct Case {
+    const char* what;
+    bool from_client;
+    uint8_t flags;
+    uint8_t bit;
+  };
+  const Case cases[] = {{"client FIN", true, kTcpFin | kTcpAck, VEER_FLOW_S_FIN_CLIENT},
+                        {"backend FIN", false, kTcpFin | kTcpAck, VEER_FLOW_S_FIN_BACKEND},
+                        {"client RST", true, kTcpRst, VEER_FLOW_S_RST},
+                        {"backend RST", false, kTcpRst | kTcpAck, VEER_FLOW_S_RST}};
+  uint16_t cport = 49300;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    ++cport;
+    const BackendDef& b = expected_backend(s, client, cport);
+    expect_forwarded_to(s, tcp_from_client(s, client, cport, kTcpSyn, 5000), b);
+    expect_reply_translated(s, tcp_from_backend(s, b, client, cport, kTcpSyn | kTcpAck));
+    if (c.from_client) {
+      expect_forwarded_to(s, tcp_from_client(s, client, cport, c.flags, 5001), b);
+    } else {
+      expect_reply_translated(s, tcp_from_backend(s, b, client, cport, c.flags));
+    }
+    EXPECT_EQ(entry(s, client, cport).state, VEER_FLOW_S_SYN | VEER_FLOW_S_ESTABLISHED | c.bit);
+    // A non-SYN packet after the close still follows the entry.
+    expect_forwarded_to(s, tcp_from_client(s, client, cport, kTcpAck, 5002), b);
+    const uint64_t v1_flows = dp_->counters(s.id, 1).new_flows;
+    const BackendDef& n = flip_to_variant1(s, client, cport);
+    expect_forwarded_to(s, tcp_from_client(s, client, cport, kTcpSyn, 5000), n);
+    EXPECT_EQ(entry(s, client, cport).variant, 1);
+    EXPECT_EQ(entry(s, client, cport).state, VEER_FLOW_S_SYN);
+    EXPECT_EQ(dp_->counters(s.id, 1).new_flows, v1_flows + 1);
+    dp_->flip(s, 0);
+  }
+}
+
+// A packet that finds no entry (an eviction, a restart without pins) still
+// selects and creates one, picked up mid-stream: no ISN known, so every SYN
+// on that tuple is a new connection.
+TEST_P(Connections, EntryPickedUpMidStreamIsReplacedByAnySyn) {
+  ServiceDef s = svc_tcp4();
+  Ip client = Ip::parse(kClient4);
+  const uint16_t cport = 49400;
+  const BackendDef& b = expected_backend(s, client, cport);
+  PacketSpec data = tcp_from_client(s, client, cport, kTcpAck, 1000);
+  data.payload = text("more of a request");
+  expect_forwarded_to(s, data, b);
+  veer_flow f = entry(s, client, cport);
+  EXPECT_EQ(f.state, VEER_FLOW_S_ESTABLISHED | VEER_FLOW_S_REQUEST_PENDING);
+  EXPECT_EQ(f.syn_seq, 0u);
+  EXPECT_EQ(dp_->counters(s.id, 0).new_flows, 1u);
+  const BackendDef& n = flip_to_variant1(s, client, cport);
+  expect_forwarded_to(s, tcp_from_client(s, client, cport, kTcpAck, 1017), b);
+  expect_forwarded_to(s, tcp_from_client(s, client, cport, kTcpSyn, 0), n);
+  EXPECT_EQ(entry(s, client, cport).variant, 1);
+}
+
+TEST_P(Connections, UdpEntryIdleLongerThanTheTimeoutSelectsAgain) {
+  for (auto def : {svc_udp4, svc_udp6}) {
+    ServiceDef s = def();
+    SCOPED_TRACE(s.vip);
+    Ip client = Ip::parse(s.family() == VEER_AF_INET ? kClient4 : kClient6);
+    const uint16_t cport = 49500;
+    const size_t n = s.variants[0].size();
+    ASSERT_EQ(n, 2u);
+    const BackendDef& first = expected_backend(s, client, cport);
+    const BackendDef& other = s.variants[0][(expected_slot(s, client, cport) + 1) % n];
+    const veer_flow_key key = flow_key(client, Ip::parse(s.vip), cport, s.port, s.proto);
+    const veer_flow_id id = Dataplane::flow_id(key, static_cast<uint16_t>(s.id));
+    expect_forwarded_to(s, client_spec(s, client, cport), first);
+    uint32_t t = tick_now();
+    veer_flow f = entry(s, client, cport);
+    EXPECT_GE(f.seen_tick + 1, t) << "the datagram's tick";
+    EXPECT_LE(f.seen_tick, t);
+    // Table 1 names the other backend of every slot's pair.
+    dp_->write_table(s.id, 1, [n](uint32_t i) { return veer_slot{0, static_cast<uint8_t>((i + 1) % n)}; });
+    dp_->flip(s, 1);
+
+    // A live exchange keeps its backend.
+    expect_forwarded_to(s, client_spec(s, client, cport), first);
+    expect_reply_translated(s, reply_spec(s, first, client, cport));
+    EXPECT_EQ(dp_->counters(s.id, 0).new_flows, 1u);
+
+    // Test clock: the entry last saw a datagram just within the timeout...
+    f = entry(s, client, cport);
+    f.seen_tick = tick_now() - s.udp_idle_ticks + 2;
+    dp_->put_flow(id, f);
+    expect_forwarded_to(s, client_spec(s, client, cport), first);
+    // ...and a reply refreshes it as a datagram does.
+    f = entry(s, client, cport);
+    f.seen_tick = tick_now() - s.udp_idle_ticks - 5;
+    dp_->put_flow(id, f);
+    expect_reply_translated(s, reply_spec(s, first, client, cport));
+    EXPECT_LE(tick_now() - entry(s, client, cport).seen_tick, 1u);
+    expect_forwarded_to(s, client_spec(s, client, cport), first);
+    EXPECT_EQ(dp_->counters(s.id, 0).new_flows, 1u);
+
+    // Idle for longer than the timeout: the next datagram is a new flow.
+    f = entry(s, client, cport);
+    f.seen_tick = tick_now() - s.udp_idle_ticks - 5;
+    dp_->put_flow(id, f);
+    expect_forwarded_to(s, client_spec(s, client, cport), other);
+    EXPECT_EQ(dp_->counters(s.id, 0).new_flows, 2u) << "the new exchange is counted once";
+    t = tick_now();
+    f = entry(s, client, cport);
+    EXPECT_EQ(backend_of(f, s.family()), endpoint(other));
+    EXPECT_LE(t - f.seen_tick, 1u);
+    // The old backend's late answer is not translated for the new exchange.
+    expect_untouched(build(reply_spec(s, first, client, cport)), g_topo->backend_ifindex,
+                     VEER_R_PASS_NOT_SERVICE);
+    dp_->flip(s, 0);
+  }
+}
+
+// The same with the real clock and a short timeout: 12 ticks (201 ms).
+TEST_P(Connections, UdpShortIdleTimeoutOnTheRealClock) {
+  ServiceDef s = svc_udp4();
+  Ip client = Ip::parse(kClient4);
+  const uint16_t cport = 49600;
+  const uint32_t ticks = 12;
+  const uint64_t timeout_ms = ticks * VEER_TICK_NS / 1000000;
+  dp_->set_udp_idle_ticks(s, ticks);
+  const BackendDef& first = expected_backend(s, client, cport);
+  const BackendDef& other = s.variants[0][(expected_slot(s, client, cport) + 1) % 2];
+  expect_forwarded_to(s, client_spec(s, client, cport), first);
+  dp_->write_table(s.id, 1, [](uint32_t i) { return veer_slot{0, static_cast<uint8_t>((i + 1) % 2)}; });
+  dp_->flip(s, 1);
+  // Datagrams 20 ms apart for twice the timeout: one exchange, one backend.
+  uint64_t last = monotonic_ns(), max_gap_ns = 0;
+  const uint64_t end = last + 2 * timeout_ms * 1000000;
+  while (monotonic_ns() < end) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    const uint64_t now = monotonic_ns();
+    max_gap_ns = std::max(max_gap_ns, now - last);
+    last = now;
+    expect_forwarded_to(s, client_spec(s, client, cport), first);
+  }
+  // The harness's own pace (a slow emulated guest): the gaps must have been
+  // well within the timeout for the check to mean anything.
+  ASSERT_LT(max_gap_ns / 1000000, timeout_ms / 2) << "datagrams were not sent often enough to keep it live";
+  EXPECT_EQ(dp_->counters(s.id, 0).new_flows, 1u);
+  std::this_thread::sleep_for(std::chrono::milliseconds(timeout_ms + 2 * VEER_TICK_NS / 1000000 + 20));
+  expect_forwarded_to(s, client_spec(s, client, cport), other);
+  EXPECT_EQ(dp_->counters(s.id, 0).new_flows, 2u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Hooks, Connections, ::testing::Values(Hook::Xdp, Hook::Tc),
+                         [](const auto& info) { return std::string(hook_name(info.param)); });
 
 INSTANTIATE_TEST_SUITE_P(Hooks, Telemetry, ::testing::Values(Hook::Xdp, Hook::Tc),
                          [](const auto& info) { return std::string(hook_name(info.param)); });

@@ -157,6 +157,7 @@ services:
   EXPECT_EQ(c.node.pin_path, "/sys/fs/bpf/veer");
   EXPECT_EQ(c.node.state_dir, "/var/lib/veer");
   EXPECT_EQ(c.node.metrics_listen, "127.0.0.1:9469");
+  EXPECT_EQ(c.node.udp_idle_timeout, Millis{30000});
   ASSERT_EQ(c.services.size(), 1u);
   EXPECT_EQ(c.services[0].protocol, Protocol::Tcp);
   EXPECT_EQ(c.services[0].affinity, Affinity::Connection);
@@ -176,6 +177,10 @@ TEST(Config, OtherValidValues) {
   EXPECT_EQ(parse_config(with("attach: auto", "attach: cls_bpf"), "f").node.attach, AttachMode::ClsBpf);
   EXPECT_EQ(parse_config(with("attach: auto", "attach: xdp"), "f").node.attach, AttachMode::Xdp);
   EXPECT_EQ(parse_config(with("127.0.0.1:9469", "localhost:9469"), "f").node.metrics_listen, "localhost:9469");
+  const std::string udp = "metrics_listen: 127.0.0.1:9469\n  udp_idle_timeout: ";
+  EXPECT_EQ(parse_config(with("metrics_listen: 127.0.0.1:9469", udp + "2m"), "f").node.udp_idle_timeout, Millis{120000});
+  EXPECT_EQ(parse_config(with("metrics_listen: 127.0.0.1:9469", udp + "100ms"), "f").node.udp_idle_timeout,
+            Millis{100});
 }
 
 TEST(Config, RefusesUnknownKeys) {
@@ -326,6 +331,11 @@ TEST(Config, RefusesBadNodeValues) {
                  "metrics_listen must be host:port");
   EXPECT_REFUSED(with("metrics_listen: 127.0.0.1:9469", "metrics_listen: 127.0.0.1:99999"), 9,
                  "metrics_listen must be host:port");
+  const std::string udp = "metrics_listen: 127.0.0.1:9469\n  udp_idle_timeout: ";
+  EXPECT_REFUSED(with("metrics_listen: 127.0.0.1:9469", udp + "50ms"), 10,
+                 "node.udp_idle_timeout must be between 100ms and 24h");
+  EXPECT_REFUSED(with("metrics_listen: 127.0.0.1:9469", udp + "25h"), 10, "between 100ms and 24h");
+  EXPECT_REFUSED(with("metrics_listen: 127.0.0.1:9469", udp + "soon"), 10, "udp_idle_timeout");
 }
 
 TEST(Config, RefusesBadServiceValues) {

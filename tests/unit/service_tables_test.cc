@@ -580,5 +580,33 @@ TEST(ServiceTables, ServiceKeyIsNetworkOrder) {
   EXPECT_EQ(reinterpret_cast<const uint8_t*>(k.vip.addr)[14], 0x01);
 }
 
+TEST(ServiceTables, UdpIdleTimeoutIsInEveryServiceEntryAndAReloadRewritesItWithoutAFlip) {
+  EXPECT_EQ(udp_idle_ticks(Millis{30000}), 1789u);  // 30 s / 16.78 ms, rounded up
+  EXPECT_EQ(udp_idle_ticks(Millis{1}), 1u);
+  EXPECT_EQ(udp_idle_ticks(Millis{16}), 1u);
+  EXPECT_EQ(udp_idle_ticks(Millis{17}), 2u);
+  EXPECT_THROW(udp_idle_ticks(Millis{0}), std::invalid_argument);
+  MemoryMaps maps;
+  ServiceTables tables(maps, 0x5eed, Millis{2000});
+  const ServiceConfig svc = ranker();
+  tables.install(3, svc, {10000, 0});
+  ASSERT_TRUE(maps.service(svc).has_value());
+  EXPECT_EQ(maps.service(svc)->udp_idle_ticks, udp_idle_ticks(Millis{2000}));
+  const veer_service before = *maps.service(svc);
+  const size_t writes = maps.log.size();
+  tables.set_udp_idle_timeout(Millis{60000});
+  const veer_service after = *maps.service(svc);
+  EXPECT_EQ(after.udp_idle_ticks, udp_idle_ticks(Millis{60000}));
+  EXPECT_EQ(after.active_table, before.active_table) << "no flip";
+  EXPECT_EQ(after.generation, before.generation);
+  EXPECT_EQ(maps.count(Op::PutService, writes), 1u);
+  EXPECT_EQ(maps.count(Op::PutTable, writes), 0u);
+  tables.set_udp_idle_timeout(Millis{60000});
+  EXPECT_EQ(maps.log.size(), writes + 1) << "unchanged: nothing written";
+  // A flip keeps it.
+  tables.set_weights(3, {5000, 5000});
+  EXPECT_EQ(maps.service(svc)->udp_idle_ticks, udp_idle_ticks(Millis{60000}));
+}
+
 }  // namespace
 }  // namespace veer

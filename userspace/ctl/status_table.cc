@@ -201,8 +201,31 @@ std::string format_status(const json& r) {
 
 std::string format_which(const json& r) {
   std::ostringstream out;
+  const json* entry = r.contains("entry") && r["entry"].is_object() ? &r["entry"] : nullptr;
   out << "variant " << text(r, "variant") << "  backend " << text(r, "backend") << "  slot " << text(r, "slot")
-      << (r.value("established", false) ? "  (established flow)" : "  (new flow)") << "\n";
+      << (entry ? "  (flow entry: " + text(*entry, "state") + ")"
+                : std::string("  (no flow entry: the next packet selects)"))
+      << "\n";
+  if (!entry) return out.str();
+  const json& nf = r.contains("new_flow") && r["new_flow"].is_object() ? r["new_flow"] : json::object();
+  out << "flow entry: " << text(*entry, "variant") << " " << text(*entry, "backend") << ", "
+      << text(r, "protocol") << " " << text(*entry, "state");
+  if (entry->contains("syn_seq") && !(*entry)["syn_seq"].is_null())
+    out << ", SYN seq " << text(*entry, "syn_seq");
+  if (entry->contains("idle_ms"))
+    out << ", idle " << text(*entry, "idle_ms") << " ms of " << text(*entry, "idle_timeout_ms") << " ms";
+  if (entry->value("request_pending", false)) out << ", a request awaits its response";
+  out << "\n";
+  if (entry->contains("idle_ms")) {
+    out << (entry->value("next_datagram_selects_again", false) ? "the next datagram selects again: "
+                                                                : "the next datagram keeps the entry; after the "
+                                                                  "idle timeout one selects: ");
+  } else {
+    out << (entry->value("syn_retransmit_continues", false)
+                ? "a retransmission of its SYN keeps the entry; any other SYN (a new connection) selects: "
+                : "every SYN (a new connection) selects: ");
+  }
+  out << text(nf, "variant") << " " << text(nf, "backend") << "\n";
   return out.str();
 }
 

@@ -7,8 +7,10 @@
 
 #include <algorithm>
 #include <cctype>
+#include <ctime>
 
 #include "service_notify.h"
+#include "veer/flow_entry.h"
 #include "veer/hash.h"
 
 namespace veer {
@@ -70,7 +72,8 @@ Daemon::Daemon(std::string config_path, Config config, std::unique_ptr<Dataplane
     : config_path_(std::move(config_path)),
       config_(std::move(config)),
       dataplane_(std::move(dataplane)),
-      tables_(std::make_unique<ServiceTables>(dataplane_->writer(), config_.node.hash_seed)),
+      tables_(std::make_unique<ServiceTables>(dataplane_->writer(), config_.node.hash_seed,
+                                              config_.node.udp_idle_timeout)),
       state_(std::move(state.state)),
       event_file_(std::make_unique<EventFile>(config_.node.state_dir + "/events.jsonl")) {
   if (state.problem) {
@@ -373,23 +376,49 @@ json Daemon::which(const protocol::WhichRequest& r) {
   const uint32_t slot_index = veer_slot_of(hash);
   const veer_slot slot = tables_->active_table(s.id).slots.at(slot_index);
 
+  // What a new flow on this key gets now.
+  json table_choice{{"variant", nullptr}, {"backend", nullptr}};
+  if (slot.variant < svc.variants.size() && slot.backend < svc.variants[slot.variant].backends.size()) {
+    table_choice = {{"variant", svc.variants[slot.variant].name},
+                    {"backend", svc.variants[slot.variant].backends[slot.backend].to_string()}};
+  }
   json result{{"slot", slot_index},
               {"hash", hash},
               {"affinity", to_string(svc.affinity)},
+              {"protocol", to_string(svc.protocol)},
+              {"new_flow", table_choice},
               {"established", false},
-              {"variant", nullptr},
-              {"backend", nullptr}};
-  if (slot.variant < svc.variants.size() && slot.backend < svc.variants[slot.variant].backends.size()) {
-    result["variant"] = svc.variants[slot.variant].name;
-    result["backend"] = svc.variants[slot.variant].backends[slot.backend].to_string();
+              {"entry", nullptr},
+              {"variant", table_choice["variant"]},
+              {"backend", table_choice["backend"]}};
+  if (!r.client_port) return result;  // client-ip affinity without a port: no entry to look up
+  auto flow = dataplane_->lookup_flow(key);
+  if (!flow) return result;
+  timespec now{};
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &now);  // bpf_ktime_get_coarse_ns()'s clock
+  const uint64_t now_ns = static_cast<uint64_t>(now.tv_sec) * 1000000000ull + static_cast<uint64_t>(now.tv_nsec);
+  const FlowEntryView view = describe_flow_entry(*flow, svc.protocol, static_cast<uint32_t>(now_ns >> VEER_TICK_SHIFT),
+                                                 udp_idle_ticks(config_.node.udp_idle_timeout));
+  json entry{{"variant", flow->variant < svc.variants.size() ? json(svc.variants[flow->variant].name) : json(nullptr)},
+             {"backend", Endpoint{IpAddress::from_abi(flow->backend, svc.vip.family), ntohs(flow->backend_port)}
+                             .to_string()},
+             {"state", view.state},
+             {"request_pending", view.request_pending}};
+  if (svc.protocol == Protocol::Tcp) {
+    entry["syn_seq"] = view.syn_seq ? json(*view.syn_seq) : json(nullptr);
+    entry["syn_retransmit_continues"] = view.syn_retransmit_continues;
+  } else {
+    entry["idle_ms"] = view.idle_ms.value_or(0);
+    entry["idle_timeout_ms"] = config_.node.udp_idle_timeout.count();
+    entry["next_datagram_selects_again"] = view.next_datagram_selects_again;
   }
-  if (r.client_port) {
-    if (auto flow = dataplane_->lookup_flow(key); flow && flow->service_id == s.id) {
-      result["established"] = true;
-      if (flow->variant < svc.variants.size()) result["variant"] = svc.variants[flow->variant].name;
-      result["backend"] = Endpoint{IpAddress::from_abi(flow->backend, svc.vip.family), ntohs(flow->backend_port)}
-                              .to_string();
-    }
+  result["entry"] = entry;
+  result["established"] = true;
+  // Where the key's next packet goes unless it starts a new flow (a new
+  // connection's SYN, or UDP after the idle timeout, gets "new_flow").
+  if (!view.next_datagram_selects_again) {
+    result["variant"] = entry["variant"];
+    result["backend"] = entry["backend"];
   }
   return result;
 }
@@ -467,6 +496,8 @@ json Daemon::reload() {
   }
 
   json added = json::array(), removed = json::array(), changed = json::array(), unchanged = json::array();
+  // Every service entry, the unchanged ones too, gets the new UDP idle timeout.
+  tables_->set_udp_idle_timeout(next.node.udp_idle_timeout);
   for (const auto& s : services_) {
     if (!ids.count(s.config.name)) {
       if (s.rt->timer) s.rt->timer->cancel();

@@ -20,7 +20,7 @@ VEER_CHECK_FIELD(veer_service_key, port, 16);
 VEER_CHECK_FIELD(veer_service_key, proto, 18);
 VEER_CHECK_FIELD(veer_service_key, family, 19);
 
-VEER_CHECK_SIZE(veer_service, 16);
+VEER_CHECK_SIZE(veer_service, 20);
 VEER_CHECK_FIELD(veer_service, id, 0);
 VEER_CHECK_FIELD(veer_service, hash_seed, 4);
 VEER_CHECK_FIELD(veer_service, active_table, 8);
@@ -28,6 +28,7 @@ VEER_CHECK_FIELD(veer_service, affinity, 9);
 VEER_CHECK_FIELD(veer_service, n_variants, 10);
 VEER_CHECK_FIELD(veer_service, pad, 11);
 VEER_CHECK_FIELD(veer_service, generation, 12);
+VEER_CHECK_FIELD(veer_service, udp_idle_ticks, 16);
 
 VEER_CHECK_SIZE(veer_slot, 2);
 VEER_CHECK_FIELD(veer_slot, variant, 0);
@@ -62,12 +63,13 @@ VEER_CHECK_FIELD(veer_flow_id, pad, 22);
 VEER_CHECK_SIZE(veer_flow, 32);
 VEER_CHECK_FIELD(veer_flow, backend, 0);
 VEER_CHECK_FIELD(veer_flow, backend_port, 16);
-VEER_CHECK_FIELD(veer_flow, service_id, 18);
-VEER_CHECK_FIELD(veer_flow, variant, 20);
-VEER_CHECK_FIELD(veer_flow, backend_idx, 21);
-VEER_CHECK_FIELD(veer_flow, state, 22);
-VEER_CHECK_FIELD(veer_flow, pad, 23);
+VEER_CHECK_FIELD(veer_flow, variant, 18);
+VEER_CHECK_FIELD(veer_flow, state, 19);
+VEER_CHECK_FIELD(veer_flow, syn_seq, 20);
+VEER_CHECK_FIELD(veer_flow, seen_tick, 20);
 VEER_CHECK_FIELD(veer_flow, req_ts_ns, 24);
+static_assert(sizeof(veer_flow::syn_seq) == 4 && sizeof(veer_flow::seen_tick) == 4,
+              "syn_seq and seen_tick share 4 bytes");
 
 // Issue 5: <= 128 bytes of kernel memory per flow. An LRU_HASH element costs
 // 48 (struct htab_elem) + round_up(key, 8) + round_up(value, 8), plus a

@@ -255,7 +255,7 @@ NodeConfig Parser::parse_node(const Field& nf) const {
   NodeConfig node;
   auto fs = fields(nf.value, where(nf), "node",
                    {"interfaces", "attach", "hash_seed", "flow_table_size", "socket", "pin_path", "state_dir",
-                    "metrics_listen", "handshake_timeout"});
+                    "metrics_listen", "handshake_timeout", "udp_idle_timeout"});
   bool have_interfaces = false;
   for (const auto& f : fs) {
     if (f.key == "interfaces") {
@@ -297,6 +297,10 @@ NodeConfig Parser::parse_node(const Field& nf) const {
       node.handshake_timeout = duration(f, "node.handshake_timeout");
       if (node.handshake_timeout < Millis{100} || node.handshake_timeout > Millis{600000})
         fail(where(f), "node.handshake_timeout must be between 100ms and 10m");
+    } else if (f.key == "udp_idle_timeout") {
+      node.udp_idle_timeout = duration(f, "node.udp_idle_timeout");
+      if (node.udp_idle_timeout < Millis{100} || node.udp_idle_timeout > Millis{86400000})
+        fail(where(f), "node.udp_idle_timeout must be between 100ms and 24h");
     } else if (f.key == "metrics_listen") {
       node.metrics_listen = scalar(f, "metrics_listen");
       if (!valid_listen(node.metrics_listen))

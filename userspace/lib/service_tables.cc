@@ -60,7 +60,26 @@ void check_service(uint32_t service_id, const ServiceConfig& svc, const std::vec
 
 }  // namespace
 
-ServiceTables::ServiceTables(MapWriter& writer, uint32_t hash_seed) : writer_(writer), seed_(hash_seed) {}
+uint32_t udp_idle_ticks(Millis timeout) {
+  if (timeout.count() <= 0) throw std::invalid_argument("the UDP idle timeout must be positive");
+  const uint64_t ns = static_cast<uint64_t>(timeout.count()) * 1000000ull;
+  const uint64_t ticks = (ns + VEER_TICK_NS - 1) / VEER_TICK_NS;
+  // The kernel compares tick differences modulo 2^32: keep far below 2^31.
+  if (ticks > (1ull << 30)) throw std::invalid_argument("the UDP idle timeout is too long");
+  return static_cast<uint32_t>(ticks);
+}
+
+ServiceTables::ServiceTables(MapWriter& writer, uint32_t hash_seed, Millis udp_idle_timeout)
+    : writer_(writer), seed_(hash_seed), udp_idle_ticks_(udp_idle_ticks(udp_idle_timeout)) {}
+
+void ServiceTables::set_udp_idle_timeout(Millis timeout) {
+  const uint32_t ticks = udp_idle_ticks(timeout);
+  if (ticks == udp_idle_ticks_) return;
+  udp_idle_ticks_ = ticks;
+  for (const auto& [id, e] : entries_) {
+    if (e.visible) writer_.put_service(service_key(e.svc), service_value(id, e));
+  }
+}
 
 std::map<uint16_t, uint8_t> ServiceTables::port_bits_of(const ServiceConfig& svc) {
   std::map<uint16_t, uint8_t> bits;
@@ -265,6 +284,7 @@ veer_service ServiceTables::service_value(uint32_t service_id, const Entry& e) c
   value.affinity = e.svc.affinity == Affinity::ClientIp ? VEER_AFFINITY_CLIENT_IP : VEER_AFFINITY_CONNECTION;
   value.n_variants = static_cast<__u8>(e.svc.variants.size());
   value.generation = e.generation;
+  value.udp_idle_ticks = udp_idle_ticks_;
   return value;
 }
 

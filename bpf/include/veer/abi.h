@@ -18,13 +18,16 @@
 #ifndef VEER_ABI_H
 #define VEER_ABI_H
 
-#define VEER_ABI_VERSION 5 /* 2: veer_fib_cache; 3: kernel telemetry (flow state,
+#define VEER_ABI_VERSION 6 /* 2: veer_fib_cache; 3: kernel telemetry (flow state,
 			    * nat_rev.req_ts_ns, counters, latency histogram,
 			    * handshakes); 4: one veer_flows entry per flow for
 			    * both directions (key struct veer_flow_id, value
 			    * with req_ts_ns, no last_seen_ns), veer_nat_rev
 			    * replaced by veer_backend_rev; 5: veer_egress
-			    * (peer redirect), veer_fib_cache_entry.egress_flags */
+			    * (peer redirect), veer_fib_cache_entry.egress_flags;
+			    * 6: one flow entry per connection (veer_flow.syn_seq /
+			    * seen_tick and TCP state bits, no service_id and
+			    * backend_idx), veer_service.udp_idle_ticks */
 
 /* Limits (SPEC §1). */
 #define VEER_MAX_SERVICES 64
@@ -70,7 +73,16 @@ struct veer_service {
 	__u8 n_variants;
 	__u8 pad;
 	__u32 generation;  /* bumped on every flip, for observers */
+	__u32 udp_idle_ticks; /* UDP: a flow entry idle for more than this many
+			       * VEER_TICKs selects again on its next datagram
+			       * (node.udp_idle_timeout); unused for TCP */
 };
+
+/* The coarse clock of flow entries: bpf_ktime_get_coarse_ns() >> 24, about
+ * 16.8 ms a tick, so a 32-bit tick wraps after 2.3 years and differences are
+ * taken modulo 2^32. Only UDP idle times use it. */
+#define VEER_TICK_SHIFT 24
+#define VEER_TICK_NS (1ull << VEER_TICK_SHIFT)
 
 /* Map veer_slots (ARRAY), key = service_id * 2 + table. The table not named
  * by veer_service.active_table is the one userspace writes; the flip is one
@@ -111,12 +123,21 @@ struct veer_flow_key {
 };
 
 /* Map veer_flows (LRU_HASH, node.flow_table_size entries): one entry per
- * flow, shared by both directions. A client packet finds it by (its source,
- * the service its destination names); a backend's reply by (its destination,
- * the service of its source backend, from veer_backend_rev), and only counts
- * as a reply if the flow's backend is the reply's source. The VIP is not
- * stored: service_id names it. Kernel accounting per entry: 48 (htab_elem)
- * + 24 (key) + 32 (value) + 16 (bucket) = 120 bytes (issue 5: <= 128). */
+ * connection (TCP) or exchange (UDP), shared by both directions. A client
+ * packet finds it by (its source, the service its destination names); a
+ * backend's reply by (its destination, the service of its source backend,
+ * from veer_backend_rev), and only counts as a reply if the flow's backend is
+ * the reply's source. The VIP is not stored: service_id names it.
+ *
+ * The key is a tuple, and clients reuse tuples (a busy client address cycles
+ * through its ephemeral ports within seconds), so the entry also records
+ * which connection it belongs to (lib/conn.h): a client SYN that is not a
+ * retransmission of the SYN that made the entry (another sequence number, or
+ * the entry's connection has closed), or a UDP datagram after more than
+ * veer_service.udp_idle_ticks of silence, is a new flow: it selects again
+ * from the active table and replaces the entry. Kernel accounting per entry:
+ * 48 (htab_elem) + 24 (key) + 32 (value) + 16 (bucket) = 120 bytes
+ * (<= 128). */
 struct veer_flow_id {
 	struct veer_addr client;
 	__u16 client_port; /* network order */
@@ -129,21 +150,36 @@ struct veer_flow_id {
 struct veer_flow {
 	struct veer_addr backend;
 	__u16 backend_port; /* network order */
-	__u16 service_id;   /* the same as the key's (read with the rest of
-			     * the value; it fits in what would be padding) */
 	__u8 variant;
-	__u8 backend_idx;
 	__u8 state;         /* VEER_FLOW_S_* */
-	__u8 pad;
+	union {
+		__u32 syn_seq;   /* TCP, with VEER_FLOW_S_SYN: the sequence number
+				  * (network order) of the client SYN that made
+				  * the entry, i.e. the connection's ISN */
+		__u32 seen_tick; /* UDP: VEER_TICK of the last datagram, either way */
+	};
 	__u64 req_ts_ns;    /* bpf_ktime_get_ns() of the first payload byte of
 			     * the pending request; 0: none pending */
 };
 
-/* veer_flow.state bits (telemetry, SPEC §2.10).
- * REQUEST_PENDING: the client sent payload that the backend has not answered
- * yet; the request's start time is in req_ts_ns. Set only together with a
- * non-zero req_ts_ns, cleared with it. */
+/* veer_flow.state bits.
+ * REQUEST_PENDING (telemetry, SPEC §2.10): the client sent payload that the
+ * backend has not answered yet; the request's start time is in req_ts_ns.
+ * Set only together with a non-zero req_ts_ns, cleared with it.
+ * The rest is the TCP connection as seen in both directions (lib/conn.h):
+ * SYN: the entry was made by a client SYN, syn_seq holds its sequence number
+ * (an entry made by any other packet, e.g. after an eviction or a veerd-less
+ * restart of the node, has ESTABLISHED without SYN); ESTABLISHED: the
+ * backend answered the SYN (SYN-ACK), or the entry was picked up mid-stream;
+ * FIN_CLIENT / FIN_BACKEND: that side sent FIN; RST: either side reset. */
 #define VEER_FLOW_S_REQUEST_PENDING 0x01
+#define VEER_FLOW_S_SYN 0x02
+#define VEER_FLOW_S_ESTABLISHED 0x04
+#define VEER_FLOW_S_FIN_CLIENT 0x08
+#define VEER_FLOW_S_FIN_BACKEND 0x10
+#define VEER_FLOW_S_RST 0x20
+/* The connection is closing or closed: a SYN never continues it. */
+#define VEER_FLOW_S_ENDING (VEER_FLOW_S_FIN_CLIENT | VEER_FLOW_S_FIN_BACKEND | VEER_FLOW_S_RST)
 
 /* Map veer_backend_rev (HASH, VEER_BACKEND_REV_MAX entries), written by
  * userspace: a backend (address, port, protocol, family) -> the service it

@@ -63,6 +63,8 @@ struct ServiceDef {
   uint8_t affinity = VEER_AFFINITY_CONNECTION;
   uint32_t seed = 0x5eed;
   std::vector<std::vector<BackendDef>> variants;
+  // veer_service.udp_idle_ticks: veerd's default of 30 s, rounded up to ticks.
+  uint32_t udp_idle_ticks = static_cast<uint32_t>((30'000'000'000ull + VEER_TICK_NS - 1) / VEER_TICK_NS);
 
   uint8_t family() const { return Ip::parse(vip).family == 4 ? VEER_AF_INET : VEER_AF_INET6; }
   veer_service_key key() const {
@@ -146,6 +148,7 @@ class Dataplane {
     sv.active_table = active_table;
     sv.affinity = s.affinity;
     sv.n_variants = static_cast<uint8_t>(s.variants.size());
+    sv.udp_idle_ticks = s.udp_idle_ticks;
     check(bpf_map__update_elem(skel_->maps.veer_services, &k, sizeof k, &sv, sizeof sv, BPF_ANY),
           "update veer_services");
   }
@@ -175,6 +178,16 @@ class Dataplane {
     check(bpf_map__lookup_elem(skel_->maps.veer_services, &k, sizeof k, &sv, sizeof sv, 0), "lookup service");
     sv.active_table = active_table;
     sv.generation++;
+    check(bpf_map__update_elem(skel_->maps.veer_services, &k, sizeof k, &sv, sizeof sv, BPF_EXIST),
+          "update service");
+  }
+
+  // A new udp_idle_ticks for a loaded service, nothing else changed.
+  void set_udp_idle_ticks(const ServiceDef& s, uint32_t ticks) {
+    veer_service_key k = s.key();
+    veer_service sv{};
+    check(bpf_map__lookup_elem(skel_->maps.veer_services, &k, sizeof k, &sv, sizeof sv, 0), "lookup service");
+    sv.udp_idle_ticks = ticks;
     check(bpf_map__update_elem(skel_->maps.veer_services, &k, sizeof k, &sv, sizeof sv, BPF_EXIST),
           "update service");
   }

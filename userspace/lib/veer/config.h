@@ -34,6 +34,10 @@ struct NodeConfig {
   // A SYN with no SYN-ACK within this time counts as a handshake timeout
   // (kernel telemetry); veerd collects them every second.
   Millis handshake_timeout{3000};
+  // A UDP flow entry idle (no datagram either way) for longer than this
+  // selects again on its next datagram (as conntrack's UDP timeout); a live
+  // exchange keeps its backend. Applied by reload.
+  Millis udp_idle_timeout{30000};
 };
 
 struct VariantConfig {

@@ -48,9 +48,17 @@ namespace veer {
 
 veer_service_key service_key(const ServiceConfig& svc);
 
+// node.udp_idle_timeout in flow-entry ticks (VEER_TICK_NS), rounded up:
+// what veer_service.udp_idle_ticks holds.
+uint32_t udp_idle_ticks(Millis timeout);
+
 class ServiceTables {
  public:
-  ServiceTables(MapWriter& writer, uint32_t hash_seed);
+  ServiceTables(MapWriter& writer, uint32_t hash_seed, Millis udp_idle_timeout = Millis{30000});
+
+  // A new node.udp_idle_timeout: rewrites every installed service's entry
+  // in place (no flip, tables untouched).
+  void set_udp_idle_timeout(Millis timeout);
 
   // Installs `svc` under `service_id`. If the map already holds this service
   // (same key and id), its active table is adopted and only rebalanced to
@@ -111,6 +119,7 @@ class ServiceTables {
 
   MapWriter& writer_;
   uint32_t seed_;
+  uint32_t udp_idle_ticks_;
   std::map<uint32_t, Entry> entries_;
   std::map<uint16_t, uint8_t> port_filter_;  // non-zero bits this object has written
   std::map<BackendRevKeyBytes, BackendRevEntry> backend_rev_;  // what this object has written
