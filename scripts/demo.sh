@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# veer in one command (as root):  sudo scripts/demo.sh
+# veer in one command (as root):  scripts/demo.sh
 #
 # Installs the Debian packages, builds, brings up the netns testbed (scripts/testbed.sh), starts veerd on
 # the lb, splits client connections to the VIP 10.0.0.100:80 across blue/green/canary at 90/5/5 (counted at
@@ -34,7 +34,7 @@ WATCH_PID=""
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 die() { echo "demo: $*" >&2; exit 1; }
 
-[ "$(id -u)" -eq 0 ] || die "run as root: sudo $0"
+[ "$(id -u)" -eq 0 ] || die "run as root (a bare Debian has no sudo: log in as root or use su -)"
 
 stop_veerd() {
   if [ -n "$VEERD_PID" ] && kill -0 "$VEERD_PID" 2>/dev/null; then

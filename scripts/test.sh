@@ -3,12 +3,12 @@
 #   unit  (tests/unit, no privileges)
 #   bpf   (tests/bpf, BPF_PROG_TEST_RUN with crafted packets; userspace/dataplane selftest)
 #   e2e   (tests/e2e, network-namespace testbed with real TCP/UDP traffic)
-# Usage: sudo scripts/test.sh [ctest args...]   e.g. scripts/test.sh -L unit
+# Usage (as root): scripts/test.sh [ctest args...]   e.g. scripts/test.sh -L unit
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" -ne 0 ]; then
-  echo "test.sh: the bpf and e2e layers need root: sudo scripts/test.sh" >&2
+  echo "test.sh: the bpf and e2e layers need root (log in as root or use su -, then scripts/test.sh)" >&2
   exit 2
 fi
 

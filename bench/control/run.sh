@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Control-plane figures of issue 5 item 3, in one command (see bench/control/README.md):
 #
-#   sudo bench/control/run.sh            (VEER_BUILD_DIR: the build directory, default build/)
+#   bench/control/run.sh            (VEER_BUILD_DIR: the build directory, default build/)
 #   env: CHANGES (1000) weight changes, TABLE_ITERATIONS (50), CLIENTS (100) x REQUESTS (200) status requests,
 #        PUSHES (2000) push/ping round trips, BREACH_REPS (5) rollouts, SKIP_BREACH=1 to leave out the (slowest) breach figure;
 #        POLL_US (0: busy loop) between kernel polls of the weights figure;

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Races veer against its peers on a fresh netns testbed per (peer, round); see bench/race/README.md.
 #
-#   sudo bench/race/run.sh [--rounds N] [--seconds S] [--peers a,b,...] [--out DIR]
+#   bench/race/run.sh [--rounds N] [--seconds S] [--peers a,b,...] [--out DIR]
 #                          [--connections C] [--wrk-threads T] [--udp-flows F]
-#   sudo bench/race/run.sh --cleanup        (removes what a killed run left: vrace-* namespaces, /run/vrace)
+#   bench/race/run.sh --cleanup        (removes what a killed run left: vrace-* namespaces, /run/vrace)
 #
 # Build dir: $VEER_BUILD_DIR (default build/ in the repo): userspace/daemon/veerd, userspace/ctl/veerctl,
 # bench/race/veer_udpgen; built there first (after scripts/install-deps.sh) when any is missing.

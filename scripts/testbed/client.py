@@ -22,11 +22,22 @@ rate: an open-loop steady request rate (--rate per second for --duration seconds
       line every S seconds (the window's numbers per variant, and the run's totals); last a
       {"event": "done", "variants": ..., "totals": ..., "per_source": {src: {variant: n}}, ...} line.
       ... client.py rate --dst 10.0.0.100 --port 80 --src-range 10.0.1.20-10.0.1.40 --rate 200 --duration 30
+ports: a busy client that reuses its source ports, as API gateways, NAT gateways and wrk do: the ports
+      FIRST-LAST (--ports) of one --src address, each used for a new connection in every round (bind with
+      SO_REUSEADDR; one GET with "Connection: close", so the server closes first and keeps TIME_WAIT, and
+      the port is free again as soon as the close completes). --rounds R rounds one after another (0: until
+      --stop-file or --time-limit), --concurrency ports at a time, at most --rate connections a second
+      over all (0: as fast as they go). With --udp, one datagram per port per
+      round (a fresh socket bound to the port, answered by the UDP echo). Prints one JSON object:
+      {"mode": "ports", "connections": [[port, round, unix start time, variant or null, error or null], ...],
+      "variants": {name: count}, "errors": {kind: count}, "rounds", "elapsed"}.
+      ... client.py ports --dst 10.0.0.100 --port 80 --src 10.0.1.10 --ports 20000-20299 --rounds 3
 http/udp print one JSON object: {"variants": {name: count}, "completed", "errors": {kind: count}, ...}.
 Every mode is bounded by its count and by --time-limit.
 """
 import argparse
 import asyncio
+import errno
 import ipaddress
 import json
 import math
@@ -289,6 +300,132 @@ async def mode_long(args):
         },
         "connections": per,
     }
+
+
+# ---------------------------------------------------------------- ports: reused source ports
+
+def port_range(spec):
+    """"20000-20299" -> (20000, 20299), 1..65535, at most 16384 ports."""
+    first, sep, last = spec.partition("-")
+    try:
+        a, b = int(first), int(last if sep else first)
+    except ValueError:
+        raise ValueError(f"--ports {spec!r}: want FIRST-LAST") from None
+    if not 1 <= a <= b <= 65535 or b - a >= 16384:
+        raise ValueError(f"--ports {spec!r}: want 1 <= FIRST <= LAST <= 65535, at most 16384 ports")
+    return a, b
+
+
+BUSY_ERRNOS = (errno.EADDRINUSE, errno.EADDRNOTAVAIL)
+
+
+async def bound_socket(kind, src, port, dst, deadline):
+    """A socket bound to (src, port) with SO_REUSEADDR. The previous connection of the port may still be
+    finishing its close (LAST_ACK); bind or connect then fail with EADDRINUSE/EADDRNOTAVAIL: retried every
+    5 ms until the deadline."""
+    while True:
+        sock = socket.socket(family_of(dst), kind)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setblocking(False)
+        try:
+            sock.bind((src, port))
+            return sock
+        except OSError as exc:
+            sock.close()
+            if exc.errno not in BUSY_ERRNOS or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.005)
+
+
+async def ports_tcp_exchange(loop, args, port, request):
+    """One connection from (src, port): connect (retrying while the port's last connection finishes), GET
+    with Connection: close, the response, then the server's close. Returns the X-Variant of the answer."""
+    deadline = time.monotonic() + args.timeout
+    while True:
+        sock = await bound_socket(socket.SOCK_STREAM, args.src, port, args.dst, deadline)
+        try:
+            await loop.sock_connect(sock, (args.dst, args.port))
+            break
+        except OSError as exc:
+            sock.close()
+            if exc.errno not in BUSY_ERRNOS or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.005)
+    try:
+        await loop.sock_sendall(sock, request)
+        status, headers, _, rest = await recv_http_response(loop, sock, b"")
+        while await loop.sock_recv(sock, 65536):  # the server closes first (Connection: close)
+            pass
+        if status not in (200, 500):
+            raise ConnectionError(f"status {status}")
+        return headers.get("x-variant")
+    finally:
+        sock.close()
+
+
+async def ports_udp_exchange(loop, args, port):
+    deadline = time.monotonic() + args.timeout
+    sock = await bound_socket(socket.SOCK_DGRAM, args.src, port, args.dst, deadline)
+    try:
+        await loop.sock_connect(sock, (args.dst, args.port))
+        await loop.sock_sendall(sock, b"ports %d" % port)
+        data = await loop.sock_recv(sock, 65536)
+        return data.decode(errors="replace").split(" ", 1)[0]
+    finally:
+        sock.close()
+
+
+async def mode_ports(args):
+    loop = asyncio.get_running_loop()
+    first, last = port_range(args.ports)
+    ports = list(range(first, last + 1))
+    request = http_request(args.dst, args.port, args.path, close=True)
+    records, variants, errors = [], {}, {}
+    start = time.monotonic()
+    deadline = start + args.time_limit
+    next_due = start  # --rate: when the next connection may start
+
+    async def paced():
+        nonlocal next_due
+        if args.rate > 0:
+            due = next_due
+            next_due = max(next_due, time.monotonic() - 1.0) + 1.0 / args.rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+
+    def stopping():
+        return time.monotonic() > deadline or (args.stop_file and os.path.exists(args.stop_file))
+
+    async def one(rnd, port):
+        t = time.time()
+        variant, kind = None, None
+        try:
+            if args.udp:
+                variant = await asyncio.wait_for(ports_udp_exchange(loop, args, port), args.timeout)
+            else:
+                variant = await asyncio.wait_for(ports_tcp_exchange(loop, args, port, request), args.timeout)
+            variants[variant] = variants.get(variant, 0) + 1
+        except Exception as exc:  # counted and reported, never fatal
+            kind = error_kind(exc)
+            errors[kind] = errors.get(kind, 0) + 1
+        records.append([port, rnd, round(t, 4), variant, kind])
+
+    rnd = 0
+    while (args.rounds == 0 or rnd < args.rounds) and not stopping():
+        queue = list(ports)
+
+        async def worker():
+            while queue and not stopping():
+                port = queue.pop(0)
+                await paced()
+                await one(rnd, port)
+
+        await asyncio.gather(*(worker() for _ in range(max(1, min(args.concurrency, len(ports))))))
+        rnd += 1
+    return {"mode": "ports", "src": args.src, "ports": [first, last], "udp": args.udp, "rounds": rnd,
+            "elapsed": round(time.monotonic() - start, 3), "variants": variants, "errors": errors,
+            "connections": records}
 
 
 # ---------------------------------------------------------------- rate: a steady request rate
@@ -626,7 +763,7 @@ def emit(obj):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["http", "udp", "long", "rate"])
+    ap.add_argument("mode", choices=["http", "udp", "long", "rate", "ports"])
     ap.add_argument("--dst", required=True, help="destination address (the VIP)")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--src", help="source address to bind (one of the client's addresses)")
@@ -642,8 +779,13 @@ def main():
     ap.add_argument("--interval", type=float, default=0.1, help="long: seconds between messages")
     ap.add_argument("--duration", type=float, default=10.0, help="long/rate: seconds")
     ap.add_argument("--stagger", type=float, default=0.002, help="long: seconds between connection opens")
-    ap.add_argument("--stop-file", help="long/rate: stop early once this file exists")
-    ap.add_argument("--rate", type=float, default=100.0, help="rate: requests per second (open loop)")
+    ap.add_argument("--stop-file", help="long/rate/ports: stop early once this file exists")
+    ap.add_argument("--ports", metavar="FIRST-LAST", help="ports: the source ports to reuse")
+    ap.add_argument("--rounds", type=int, default=1, help="ports: rounds over the ports (0: until stopped)")
+    ap.add_argument("--udp", action="store_true", help="ports: one UDP datagram per port and round")
+    ap.add_argument("--rate", type=float, default=None,
+                    help="rate: requests per second (open loop, default 100); ports: at most this many "
+                         "connections per second (default 0: unpaced)")
     ap.add_argument("--src-range", action="append", metavar="FIRST-LAST",
                     help="rate: source addresses, used round robin (repeatable; --src may be a comma list)")
     ap.add_argument("--keepalive", type=int, default=0, metavar="K",
@@ -655,6 +797,8 @@ def main():
                     help="rate: print a progress JSON line every SECONDS (0: none)")
     args = ap.parse_args()
     args.count_given = args.count is not None
+    if args.rate is None:
+        args.rate = 0.0 if args.mode == "ports" else 100.0
     if args.count is None:
         args.count = 1000
     if args.mode == "rate":
@@ -667,9 +811,16 @@ def main():
                 address_range(spec)
         except ValueError as exc:
             ap.error(str(exc))
+    if args.mode == "ports":
+        if not args.src or not args.ports or args.rounds < 0:
+            ap.error("ports needs --src, --ports FIRST-LAST and --rounds >= 0")
+        try:
+            port_range(args.ports)
+        except ValueError as exc:
+            ap.error(str(exc))
     if args.mode == "udp" and args.timeout == 5.0:
         args.timeout = 1.0
-    mode = {"http": mode_http, "udp": mode_udp, "long": mode_long, "rate": mode_rate}[args.mode]
+    mode = {"http": mode_http, "udp": mode_udp, "long": mode_long, "rate": mode_rate, "ports": mode_ports}[args.mode]
     emit(asyncio.run(mode(args)))
 
 

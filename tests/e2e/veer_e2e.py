@@ -837,3 +837,139 @@ class RolloutCase(VeerCase):
         for e in events:
             print(f"    event {e['seq']} {e['time']} {e['kind']}: {e['message']} {e.get('values') or ''}", flush=True)
         return events
+
+
+# ---------------------------------------------------------------- busy clients (issue 10)
+#
+# Real clients reuse source ports: the ports client (client.py ports) binds fixed ports and uses each for a
+# new connection every round; wrk as it is, with an ephemeral port range of the client namespace narrowed so
+# that it reuses ports within seconds at testbed rates, as a busy gateway does at production rates.
+
+def _testbed_ports(self, *args, timeout=180):
+    """client.py ports (foreground): its JSON answer."""
+    return self.client("ports", *args, timeout=timeout)
+
+
+class PortsClient:
+    """client.py ports --rounds 0 in the background until stop() (stop file); stop() returns its answer."""
+
+    def __init__(self, testbed, args):
+        self.stop_file = tempfile.mktemp(prefix="veer-e2e-ports-stop-")
+        cmd = ["ip", "netns", "exec", testbed.ns("client"), sys.executable, os.path.join(testbed.tools, "client.py"),
+               "ports", "--rounds", "0", "--stop-file", self.stop_file, *map(str, args)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.out, self.err = [], []
+        self.threads = [_threading.Thread(target=lambda: self.out.extend(self.proc.stdout), daemon=True),
+                        _threading.Thread(target=lambda: self.err.extend(self.proc.stderr), daemon=True)]
+        for t in self.threads:
+            t.start()
+
+    def stop(self, timeout=60):
+        open(self.stop_file, "w").close()
+        try:
+            self.proc.wait(timeout=scaled(timeout))
+            for t in self.threads:
+                t.join(timeout=10)
+            if self.proc.returncode != 0 or not self.out:
+                raise AssertionError(f"ports client exited {self.proc.returncode}: {''.join(self.err)}")
+            return json.loads(self.out[-1])
+        finally:
+            self.kill()
+
+    def kill(self):
+        _stop_client(self.proc, self.threads, self.stop_file)
+
+
+def _testbed_ports_background(self, *args):
+    return PortsClient(self, args)
+
+
+def _testbed_sysctl(self, ns, key, value):
+    """Sets sysctl KEY to VALUE in namespace NS; returns the previous value."""
+    old = self.exec(ns, ["sysctl", "-n", key]).stdout.strip()
+    self.exec(ns, ["sysctl", "-q", "-w", f"{key}={value}"])
+    return old
+
+
+WRK_REQUESTS = re.compile(r"^\s*(\d+) requests in ([\d.]+)(m?s)", re.M)
+WRK_SOCKET_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+WRK_NON_2XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
+
+
+def _testbed_wrk(self, seconds, connections=8, threads=1, path="/", close=True, timeout_s=2):
+    """wrk from the client namespace to http://VIP4PATH (Debian's wrk as it is, one client address, source
+    ports from the kernel); with close, every request a new connection (`-H 'Connection: close'`). Returns
+    {requests, seconds, errors: {connect, read, write, timeout}, non_2xx, output}."""
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", f"--timeout", f"{timeout_s}s"]
+    if close:
+        cmd += ["-H", "Connection: close"]
+    out = self.exec("client", cmd + [f"http://{VIP4}{path}"], timeout=seconds + 60).stdout
+    m = WRK_REQUESTS.search(out)
+    if not m:
+        raise AssertionError(f"wrk printed no request count:\n{out}")
+    errors = {"connect": 0, "read": 0, "write": 0, "timeout": 0}
+    if e := WRK_SOCKET_ERRORS.search(out):
+        errors = dict(zip(errors, map(int, e.groups())))
+    n = WRK_NON_2XX.search(out)
+    return {"requests": int(m.group(1)), "seconds": float(m.group(2)) / (1000 if m.group(3) == "ms" else 1),
+            "errors": errors, "non_2xx": int(n.group(1)) if n else 0, "output": out}
+
+
+def _testbed_busy_client(self, case, seconds_of_ports=2.0):
+    """Makes the client namespace a busy client for wrk: tcp_tw_reuse=1 (as on gateway nodes) and an ephemeral
+    port range of SECONDS_OF_PORTS x wrk's own rate here (measured by a 1 s wrk run, at least 500 ports), so that
+    wrk reuses each port every couple of seconds at this machine's pace, as a gateway does at production rates
+    with the default 28,000 ports. wrk closes first (TIME_WAIT on the client) and gives up a connection whose
+    connect fails, so the range must hold what a second of TIME_WAIT keeps (tcp_tw_reuse's 1 s). The old values
+    come back in CASE's cleanup. Returns the number of ports."""
+    old_reuse = self.sysctl("client", "net.ipv4.tcp_tw_reuse", "1")
+    case.addCleanup(self.sysctl, "client", "net.ipv4.tcp_tw_reuse", old_reuse)
+    probe = self.wrk(1)
+    ports = max(500, int(seconds_of_ports * probe["requests"] / probe["seconds"]))
+    low = 40000
+    old_range = self.sysctl("client", "net.ipv4.ip_local_port_range", f"{low} {low + ports - 1}")
+    case.addCleanup(self.sysctl, "client", "net.ipv4.ip_local_port_range", old_range)
+    print(f"  busy client: wrk made {probe['requests']} connections in {probe['seconds']} s; ephemeral ports "
+          f"{low}-{low + ports - 1} ({ports}), tcp_tw_reuse=1", flush=True)
+    return ports
+
+
+def _testbed_http_connections(self, client_addr):
+    """{variant: HTTP connections its backend accepted from CLIENT_ADDR}."""
+    return self.counts_at_backends(client_addr, "http", "connections")
+
+
+Testbed.ports = _testbed_ports
+Testbed.ports_background = _testbed_ports_background
+Testbed.sysctl = _testbed_sysctl
+Testbed.wrk = _testbed_wrk
+Testbed.http_connections = _testbed_http_connections
+Testbed.busy_client = _testbed_busy_client
+
+
+def _veerd_which(self, service, client):
+    """The daemon's `which` answer for SERVICE and CLIENT ("ip:port" or "ip")."""
+    answer = self.request({"cmd": "which", "service": service, "client": client})
+    assert answer.get("ok"), answer
+    return answer["result"]
+
+
+def _veerd_flows(self, service):
+    """{variant: the kernel's new-flow counter} of SERVICE."""
+    return {v: c["flows"] for v, c in self.counters(service, {"services": [self.service_status(service)]}).items()}
+
+
+Veerd.which = _veerd_which
+Veerd.flows = _veerd_flows
+
+
+def connections_by_port(answer):
+    """A ports answer -> {port: [variant of each round's connection, in round order]}."""
+    out = {}
+    for port, rnd, _t, variant, _err in sorted(answer["connections"], key=lambda c: (c[0], c[1])):
+        out.setdefault(port, []).append(variant)
+    return out
+
+
+def delta(after, before):
+    return {k: after.get(k, 0) - before.get(k, 0) for k in set(after) | set(before)}
