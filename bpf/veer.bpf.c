@@ -72,7 +72,11 @@ VEER_INLINE int veer_process(struct veer_pkt *pkt, const enum veer_hook hook)
 		veer_tel_reply(pkt, hook, &h, m.flow, m.id.service_id, &tel);
 		veer_target_from_reply(m.rev, m.flow, &t);
 	} else {
-		r = veer_flow_create(m.svc, &h, &m.id, m.kind == VEER_MATCH_REUSED, &t, now, &tel);
+		struct veer_service *svc = veer_match_service(&h, &m);
+
+		if (!svc)
+			return veer_end(hook, VEER_R_PASS_NOT_SERVICE);
+		r = veer_flow_create(svc, &h, &m.id, m.kind == VEER_MATCH_REUSED, &t, now, &tel);
 		if (r != VEER_CONTINUE)
 			return veer_end(hook, r);
 	}

@@ -47,7 +47,9 @@ VEER_INLINE __u32 veer_tick(__u64 now_ns)
 	return (__u32)(now_ns >> VEER_TICK_SHIFT);
 }
 
-/* A client packet whose tuple has an entry: does it start a new flow? */
+/* A client packet whose tuple has an entry: does it start a new flow? svc:
+ * the service's value, needed for UDP only (TCP flows may have been matched
+ * through the port hint, without it). */
 VEER_INLINE int veer_conn_is_new(const struct veer_hdrs *h, const struct veer_flow *f,
 				 const struct veer_service *svc, __u32 tick)
 {
@@ -58,6 +60,8 @@ VEER_INLINE int veer_conn_is_new(const struct veer_hdrs *h, const struct veer_fl
 		return (f->state & (VEER_FLOW_S_SYN | VEER_FLOW_S_ENDING)) != VEER_FLOW_S_SYN ||
 		       f->syn_seq != h->tcp_seq;
 	}
+	if (!svc)
+		return 0; /* not reached: UDP is never matched through a hint */
 	/* Modulo 2^32: right for idle times below 2^31 ticks (a year). */
 	return tick - f->seen_tick > svc->udp_idle_ticks;
 }

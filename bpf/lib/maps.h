@@ -106,6 +106,23 @@ struct {
 	__type(value, __u8);
 } veer_port_filter SEC(".maps");
 
+/* Port in host order -> 1 + the id of the only TCP service on it (abi.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, VEER_TCP_PORT_SERVICE_SIZE);
+	__type(key, __u32);
+	__type(value, __u8);
+} veer_tcp_port_service SEC(".maps");
+
+/* Service id -> its veer_services key: what a veer_tcp_port_service hint is
+ * checked against. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, VEER_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct veer_service_key);
+} veer_service_keys SEC(".maps");
+
 /* Written by veerd only; here so that it is created and pinned with the rest. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -30,7 +30,8 @@ enum veer_match_kind {
 
 struct veer_match {
 	struct veer_flow *flow;       /* FLOW, REPLY (and REUSED: the old entry) */
-	struct veer_service *svc;     /* FLOW, NEW, REUSED */
+	struct veer_service *svc;     /* NEW; FLOW unless found through the TCP
+				       * port hint (NULL then: veer_match_service) */
 	struct veer_backend_rev *rev; /* REPLY */
 	struct veer_flow_id id;       /* every kind: the flow's key (service_id
 				       * included, so the value need not hold it) */
@@ -45,6 +46,33 @@ VEER_INLINE __u8 veer_port_bits(__be16 port)
 	__u8 *bits = bpf_map_lookup_elem(&veer_port_filter, &key);
 
 	return bits ? *bits : 0;
+}
+
+VEER_INLINE int veer_service_key_eq(const struct veer_service_key *a, const struct veer_service_key *b)
+{
+	return a->vip.addr[0] == b->vip.addr[0] && a->vip.addr[1] == b->vip.addr[1] &&
+	       a->vip.addr[2] == b->vip.addr[2] && a->vip.addr[3] == b->vip.addr[3] && a->port == b->port &&
+	       a->proto == b->proto && a->family == b->family;
+}
+
+/* The id of the TCP service at skey by the port's hint (abi.h,
+ * veer_tcp_port_service): two array loads and a compare instead of a jhash.
+ * -1: no hint for this port, or it names another VIP (several services on
+ * the port, or userspace mid-change): look it up in veer_services. */
+VEER_INLINE int veer_tcp_service_hint(const struct veer_service_key *skey)
+{
+	__u32 port = bpf_ntohs(skey->port);
+	__u8 *hint = bpf_map_lookup_elem(&veer_tcp_port_service, &port);
+	const struct veer_service_key *k;
+	__u32 id;
+
+	if (!hint || !*hint)
+		return -1;
+	id = *hint - 1;
+	k = bpf_map_lookup_elem(&veer_service_keys, &id);
+	if (!k || !veer_service_key_eq(k, skey))
+		return -1;
+	return (int)id;
 }
 
 /* The packet's source (source = 1) or destination (source = 0) address;
@@ -91,17 +119,35 @@ VEER_INLINE int veer_classify(const struct veer_hdrs *h, struct veer_match *m)
 
 	if (client) {
 		struct veer_service_key skey;
+		int hinted;
 
 		veer_addr_of(h, 0, &skey.vip);
 		skey.port = h->ports->dst;
 		skey.proto = h->proto;
 		skey.family = h->family;
+		veer_addr_of(h, 1, &m->id.client);
+		m->id.client_port = h->ports->src;
+		/* An established TCP flow needs only the service's id (its
+		 * flow's key): the port hint gives it without hashing. The
+		 * service's value is read when a flow is selected. */
+		hinted = tcp ? veer_tcp_service_hint(&skey) : -1;
+		m->flow = NULL;
+		if (hinted >= 0) {
+			m->id.service_id = (__u16)hinted;
+			m->flow = bpf_map_lookup_elem(&veer_flows, &m->id);
+			if (m->flow) {
+				m->svc = NULL;
+				m->kind = VEER_MATCH_FLOW;
+				return VEER_CONTINUE;
+			}
+		}
 		m->svc = bpf_map_lookup_elem(&veer_services, &skey);
 		if (m->svc) {
-			veer_addr_of(h, 1, &m->id.client);
-			m->id.client_port = h->ports->src;
-			m->id.service_id = (__u16)m->svc->id;
-			m->flow = bpf_map_lookup_elem(&veer_flows, &m->id);
+			/* Looked up already unless the hint named another id. */
+			if (hinted < 0 || hinted != (int)m->svc->id) {
+				m->id.service_id = (__u16)m->svc->id;
+				m->flow = bpf_map_lookup_elem(&veer_flows, &m->id);
+			}
 			m->kind = m->flow ? VEER_MATCH_FLOW : VEER_MATCH_NEW;
 			return VEER_CONTINUE;
 		}
@@ -128,6 +174,23 @@ VEER_INLINE int veer_classify(const struct veer_hdrs *h, struct veer_match *m)
 		}
 	}
 	return VEER_R_PASS_NOT_SERVICE;
+}
+
+/* The service of a client packet matched through the port hint (m->svc
+ * NULL), once it turns out to need the value: a new connection to select.
+ * NULL if the service is gone (userspace is removing it). */
+VEER_INLINE struct veer_service *veer_match_service(const struct veer_hdrs *h, struct veer_match *m)
+{
+	struct veer_service_key skey;
+
+	if (m->svc)
+		return m->svc;
+	veer_addr_of(h, 0, &skey.vip);
+	skey.port = h->ports->dst;
+	skey.proto = h->proto;
+	skey.family = h->family;
+	m->svc = bpf_map_lookup_elem(&veer_services, &skey);
+	return m->svc;
 }
 
 /* Hash -> slot of the active table -> (variant, backend) -> backend entry. */

@@ -45,7 +45,8 @@ const std::vector<std::string> kMapNames = {"veer_services", "veer_slots",     "
                                             "veer_flows",    "veer_backend_rev", "veer_variant_stats",
                                             "veer_reasons",  "veer_port_filter", "veer_meta",
                                             "veer_latency",  "veer_handshakes", "veer_handshake_timeouts",
-                                            "veer_fib_cache", "veer_egress"};
+                                            "veer_fib_cache", "veer_egress", "veer_tcp_port_service",
+                                            "veer_service_keys"};
 
 void run(const std::string& cmd) {
   const int rc = std::system(cmd.c_str());

@@ -1747,6 +1747,49 @@ TEST_P(Connections, UdpShortIdleTimeoutOnTheRealClock) {
   EXPECT_EQ(dp_->counters(s.id, 0).new_flows, 2u);
 }
 
+// The TCP port hint (veer_tcp_port_service, abi.h): the only TCP service of
+// its port is found without the hash lookup; a hint that does not fit falls
+// back to it; a new connection found through the hint still selects from the
+// service's active table; with the hint cleared and the service deleted (the
+// order veerd removes a service in), its packets are not ours any more.
+TEST_P(Connections, TcpPortHintFindsTheServiceAndFallsBackWhenItDoesNotFit) {
+  dp_ = std::make_unique<Dataplane>();
+  ServiceDef s = svc_tcp4();
+  dp_->add_service(s);
+  dp_->write_table(s.id, 0, [&](uint32_t i) { return table0_slot(s, i); });
+  ASSERT_EQ(dp_->tcp_hint(s.port), s.id + 1) << "the only TCP service on its port";
+  Ip client = Ip::parse(kClient4);
+  const uint16_t cport = 49700;
+  const BackendDef& b = expected_backend(s, client, cport);
+  expect_forwarded_to(s, tcp_from_client(s, client, cport, kTcpSyn, 100), b);
+  expect_reply_translated(s, tcp_from_backend(s, b, client, cport, kTcpSyn | kTcpAck));
+  expect_forwarded_to(s, tcp_from_client(s, client, cport, kTcpAck, 101), b);
+
+  // A hint naming an id whose key is another VIP: the hash lookup decides.
+  veer_service_key wrong = s.key();
+  wrong.vip.addr[0] ^= htonl(1);
+  const uint32_t id = s.id;
+  Dataplane::check(bpf_map__update_elem(dp_->skel()->maps.veer_service_keys, &id, sizeof id, &wrong, sizeof wrong,
+                                        BPF_ANY),
+                   "update veer_service_keys");
+  expect_forwarded_to(s, tcp_from_client(s, client, cport, kTcpAck, 102), b);
+  veer_service_key right = s.key();
+  Dataplane::check(bpf_map__update_elem(dp_->skel()->maps.veer_service_keys, &id, sizeof id, &right, sizeof right,
+                                        BPF_ANY),
+                   "update veer_service_keys");
+
+  // A new connection on the tuple, matched through the hint: the table now.
+  const BackendDef& n = flip_to_variant1(s, client, cport);
+  expect_forwarded_to(s, tcp_from_client(s, client, cport, kTcpSyn, 9000), n);
+  EXPECT_EQ(dp_->counters(s.id, 1).new_flows, 1u);
+
+  // Removal as veerd does it: hint first, then the service.
+  dp_->set_tcp_hint(s.port, 0);
+  dp_->delete_service(s);
+  PacketSpec ack = tcp_from_client(s, client, cport, kTcpAck, 9001);
+  expect_untouched(build(ack), g_topo->client_ifindex, VEER_R_PASS_NOT_SERVICE);
+}
+
 INSTANTIATE_TEST_SUITE_P(Hooks, Connections, ::testing::Values(Hook::Xdp, Hook::Tc),
                          [](const auto& info) { return std::string(hook_name(info.param)); });
 

@@ -104,14 +104,7 @@ class TestReusedPorts(e2e.VeerCase):
             time.sleep(1.0)  # the long-lived connections keep talking across and after the switch
         finally:
             done = long.finish()
-        s = done["summary"]
-        print(f"  long-lived across the switch: {s}", flush=True)
-        self.assertEqual(s["errors"], 0, [c for c in done["connections"] if c["error"]])
-        self.assertEqual(s["resets"], 0)
-        self.assertEqual(s["changed_variant"], 0)
-        for c in done["connections"]:
-            self.assertEqual(c["variants"], {first[c["index"]]: c["sent"]}, c)
-            self.assertGreaterEqual(c["sent"], 10, c)
+        self.assertLongLivedKept(done, first, 10, "long-lived across the switch")
 
     def test_c_weights_to_a_half_percent_canary(self):
         src = "10.0.1.14"

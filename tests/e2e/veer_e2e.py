@@ -431,6 +431,19 @@ class VeerCase(unittest.TestCase):
         self.assertSplit(observed, weights, what + " (fresh sample)")
         return observed
 
+    def assertLongLivedKept(self, done, first, min_sent, what="long-lived"):
+        """A finished long client (DONE): no error, no reset, every connection answered only by the variant
+        that answered it first (FIRST: index -> variant) and at least MIN_SENT messages each (it really was
+        talking throughout)."""
+        s = done["summary"]
+        print(f"  {what}: {s}", flush=True)
+        self.assertEqual(s["errors"], 0, [c for c in done["connections"] if c["error"]])
+        self.assertEqual(s["resets"], 0)
+        self.assertEqual(s["changed_variant"], 0)
+        for c in done["connections"]:
+            self.assertEqual(c["variants"], {first[c["index"]]: c["sent"]}, c)
+            self.assertGreaterEqual(c["sent"], min_sent, c)
+
     def assertSplit(self, observed, weights, what):
         """Zero-weight variants get nothing; the others match the weights (chi-square p > P_MIN)."""
         for v, w in weights.items():

@@ -16,7 +16,10 @@ namespace {
 // The maps as plain containers, plus a log of every write in order.
 class MemoryMaps : public MapWriter {
  public:
-  enum class Op { PutService, DeleteService, PutTable, PutBackend, PutPortFilter, PutBackendRev, DeleteBackendRev };
+  enum class Op {
+    PutService, DeleteService, PutTable, PutBackend, PutPortFilter, PutBackendRev, DeleteBackendRev, PutServiceKey,
+    PutTcpHint
+  };
   struct Write {
     Op op;
     uint32_t index;  // table/backend index or port; 0 for services
@@ -58,6 +61,14 @@ class MemoryMaps : public MapWriter {
   void put_port_filter(uint16_t port, uint8_t bits) override {
     port_filter[port] = bits;
     log.push_back({Op::PutPortFilter, port});
+  }
+  void put_service_key(uint32_t id, const veer_service_key& key) override {
+    service_keys[id] = key;
+    log.push_back({Op::PutServiceKey, id});
+  }
+  void put_tcp_port_hint(uint16_t port, uint8_t hint) override {
+    tcp_hints[port] = hint;
+    log.push_back({Op::PutTcpHint, port});
   }
   using RevKeyBytes = std::array<uint8_t, sizeof(veer_backend_rev_key)>;
   static RevKeyBytes bytes_of(const veer_backend_rev_key& k) {
@@ -118,6 +129,8 @@ class MemoryMaps : public MapWriter {
   std::map<uint32_t, veer_slot_table> tables;
   std::map<uint32_t, veer_backend> backends;
   std::array<uint8_t, VEER_PORT_FILTER_SIZE> port_filter{};
+  std::array<uint8_t, VEER_TCP_PORT_SERVICE_SIZE> tcp_hints{};
+  std::map<uint32_t, veer_service_key> service_keys;
   std::map<RevKeyBytes, veer_backend_rev> backend_rev;
   std::vector<Write> log;
 };
@@ -606,6 +619,39 @@ TEST(ServiceTables, UdpIdleTimeoutIsInEveryServiceEntryAndAReloadRewritesItWitho
   // A flip keeps it.
   tables.set_weights(3, {5000, 5000});
   EXPECT_EQ(maps.service(svc)->udp_idle_ticks, udp_idle_ticks(Millis{60000}));
+}
+
+TEST(ServiceTables, TcpPortHintNamesTheOnlyTcpServiceOfAPortKeyFirstClearedBeforeRemoval) {
+  MemoryMaps maps;
+  ServiceTables tables(maps, 0x5eed);
+  const ServiceConfig web = ranker();  // 10.0.0.100:80/tcp
+  tables.install(3, web, {10000, 0});
+  EXPECT_EQ(maps.tcp_hints[80], 4) << "1 + id";
+  ASSERT_TRUE(maps.service_keys.count(3));
+  const veer_service_key key = service_key(web);
+  EXPECT_EQ(std::memcmp(&maps.service_keys[3], &key, sizeof key), 0);
+  EXPECT_LT(maps.first(Op::PutServiceKey), maps.first(Op::PutTcpHint)) << "the key before the hint";
+  EXPECT_EQ(maps.tcp_hints[8080], 0) << "backend ports get no hint";
+
+  // A second TCP service on port 80 (another VIP): the port has no single service.
+  ServiceConfig other = make_service("other", "10.0.0.101", 80, Protocol::Tcp, {{"a", {"10.2.1.2:8080"}}}, "a");
+  tables.install(5, other, {10000});
+  EXPECT_EQ(maps.tcp_hints[80], 0);
+  // A UDP service on 80 does not count for TCP.
+  ServiceConfig dns = make_service("dns", "10.0.0.102", 80, Protocol::Udp, {{"a", {"10.2.2.2:53"}}}, "a");
+  tables.install(6, dns, {10000});
+  EXPECT_EQ(maps.tcp_hints[80], 0);
+  tables.remove(5);
+  EXPECT_EQ(maps.tcp_hints[80], 4) << "one TCP service on 80 again";
+  EXPECT_EQ(maps.service_keys[5].family, 0) << "the removed id's key is cleared";
+
+  // Removal: the hint goes before the service does.
+  const size_t from = maps.log.size();
+  tables.remove(3);
+  EXPECT_EQ(maps.tcp_hints[80], 0);
+  EXPECT_LT(maps.first(Op::PutTcpHint, from), maps.first(Op::DeleteService, from));
+  EXPECT_LT(maps.first(Op::DeleteService, from), maps.first(Op::PutServiceKey, from));
+  EXPECT_EQ(maps.service_keys[3].family, 0);
 }
 
 }  // namespace

@@ -363,6 +363,13 @@ class BpfDataplane final : public Dataplane, public MapWriter {
     const uint32_t key = port;
     update(skel_->maps.veer_port_filter, &key, &bits, "write port " + std::to_string(port));
   }
+  void put_service_key(uint32_t service_id, const veer_service_key& key) override {
+    update(skel_->maps.veer_service_keys, &service_id, &key, "write the key of service " + std::to_string(service_id));
+  }
+  void put_tcp_port_hint(uint16_t port, uint8_t hint) override {
+    const uint32_t key = port;
+    update(skel_->maps.veer_tcp_port_service, &key, &hint, "write the TCP service hint of port " + std::to_string(port));
+  }
   void put_backend_rev(const veer_backend_rev_key& key, const veer_backend_rev& value) override {
     update(skel_->maps.veer_backend_rev, &key, &value, "write the service of backend " + endpoint_text(key));
   }

@@ -90,24 +90,43 @@ std::map<uint16_t, uint8_t> ServiceTables::port_bits_of(const ServiceConfig& svc
   return bits;
 }
 
-void ServiceTables::write_port_filter(const std::map<uint16_t, uint8_t>& wanted) {
-  // Only ports whose bits differ are written; a port absent from `wanted`
+void ServiceTables::write_port_values(const std::map<uint16_t, uint8_t>& wanted, std::map<uint16_t, uint8_t>& written,
+                                      void (MapWriter::*put)(uint16_t, uint8_t)) {
+  // Only ports whose value differs are written; a port absent from `wanted`
   // goes to 0.
-  for (const auto& [port, bits] : wanted) {
-    auto it = port_filter_.find(port);
-    if (it == port_filter_.end() || it->second != bits) {
-      writer_.put_port_filter(port, bits);
-      port_filter_[port] = bits;
+  for (const auto& [port, value] : wanted) {
+    auto it = written.find(port);
+    if (it == written.end() || it->second != value) {
+      (writer_.*put)(port, value);
+      written[port] = value;
     }
   }
-  for (auto it = port_filter_.begin(); it != port_filter_.end();) {
+  for (auto it = written.begin(); it != written.end();) {
     if (!wanted.count(it->first)) {
-      writer_.put_port_filter(it->first, 0);
-      it = port_filter_.erase(it);
+      (writer_.*put)(it->first, 0);
+      it = written.erase(it);
     } else {
       ++it;
     }
   }
+}
+
+void ServiceTables::write_port_filter(const std::map<uint16_t, uint8_t>& wanted) {
+  write_port_values(wanted, port_filter_, &MapWriter::put_port_filter);
+}
+
+std::map<uint16_t, uint8_t> ServiceTables::tcp_port_hints(std::optional<uint32_t> without) const {
+  std::map<uint16_t, std::vector<uint32_t>> ids;
+  for (const auto& [id, e] : entries_)
+    if (e.svc.protocol == Protocol::Tcp && id != without) ids[e.svc.port].push_back(id);
+  std::map<uint16_t, uint8_t> hints;
+  for (const auto& [port, list] : ids)
+    if (list.size() == 1) hints[port] = static_cast<uint8_t>(list.front() + 1);
+  return hints;
+}
+
+void ServiceTables::write_tcp_port_hints(const std::map<uint16_t, uint8_t>& wanted) {
+  write_port_values(wanted, tcp_hints_, &MapWriter::put_tcp_port_hint);
 }
 
 std::map<uint16_t, uint8_t> ServiceTables::installed_port_bits() const {
@@ -262,6 +281,8 @@ void ServiceTables::install(uint32_t service_id, const ServiceConfig& svc, const
   // 2. Backends the new table may name, and how their replies are told.
   write_backends(service_id, next, true);
   write_backend_rev(service_id, next);
+  // The key this id stands for, which the TCP port hint is checked against.
+  writer_.put_service_key(service_id, key);
   // 3. The table, then one flip of veer_service.
   const bool changed = !in_map || !(next.table == *in_map);
   if (!next.visible || changed) {
@@ -271,7 +292,10 @@ void ServiceTables::install(uint32_t service_id, const ServiceConfig& svc, const
     writer_.put_service(key, service_value(service_id, next));
   }
   entries_[service_id] = std::move(next);
-  // 4. Clean up: backend slots beyond the new lists, stale port bits.
+  // 4. The TCP port hints of the new service set (a hint only spares a hash
+  // lookup: with or without it the packet finds the same service). Clean up:
+  // backend slots beyond the new lists, stale port bits.
+  write_tcp_port_hints(tcp_port_hints());
   write_backends(service_id, entries_[service_id], false);
   write_port_filter(installed_port_bits());
 }
@@ -347,8 +371,10 @@ void ServiceTables::set_draining(uint32_t service_id, unsigned variant, unsigned
 void ServiceTables::remove(uint32_t service_id) {
   auto it = entries_.find(service_id);
   if (it == entries_.end()) return;
-  // Invisible first; then its backends and port bits can go.
+  // No hint names it, then invisible; then its key, backends and port bits can go.
+  write_tcp_port_hints(tcp_port_hints(service_id));
   writer_.delete_service(service_key(it->second.svc));
+  writer_.put_service_key(service_id, veer_service_key{});
   delete_backend_rev(service_id);
   Entry gone = std::move(it->second);
   entries_.erase(it);

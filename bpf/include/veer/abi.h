@@ -27,7 +27,8 @@
 			    * (peer redirect), veer_fib_cache_entry.egress_flags;
 			    * 6: one flow entry per connection (veer_flow.syn_seq /
 			    * seen_tick and TCP state bits, no service_id and
-			    * backend_idx), veer_service.udp_idle_ticks */
+			    * backend_idx), veer_service.udp_idle_ticks,
+			    * veer_tcp_port_service and veer_service_keys */
 
 /* Limits (SPEC §1). */
 #define VEER_MAX_SERVICES 64
@@ -304,6 +305,21 @@ enum veer_reason {
 #define VEER_PORT_F_BACKEND_TCP 0x04 /* some TCP backend answers from this sport */
 #define VEER_PORT_F_BACKEND_UDP 0x08
 #define VEER_PORT_FILTER_SIZE 65536
+
+/* Map veer_tcp_port_service (ARRAY, 65536 entries of __u8), key = port in
+ * HOST order: 1 + the id of the only TCP service whose VIP port this is; 0
+ * when none or several are. A hint that spares established TCP packets the
+ * veer_services hash lookup (its jhash is a sixth of their cost): the
+ * packet's VIP is checked against veer_service_keys[id], an array load, and
+ * a packet the hint does not fit takes the hash lookup as before. The
+ * service's value (tables, seed) is still read from veer_services whenever a
+ * flow is selected, so flips stay one update of veer_services. Written by
+ * userspace: the key first, then the hint; cleared before the service goes. */
+#define VEER_TCP_PORT_SERVICE_SIZE 65536
+
+/* Map veer_service_keys (ARRAY, VEER_MAX_SERVICES entries of struct
+ * veer_service_key), key = service id: the key each id stands for in
+ * veer_services. An entry of family 0 matches no packet. */
 
 /* Map veer_fib_cache (PERCPU_ARRAY, VEER_FIB_CACHE_ENTRIES per CPU): the
  * next hop of recent bpf_fib_lookup() SUCCESSes (bpf/lib/fib_cache.h). Only

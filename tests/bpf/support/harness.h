@@ -13,6 +13,8 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <set>
+#include <map>
 #include <ostream>
 #include <stdexcept>
 #include <string>
@@ -149,8 +151,35 @@ class Dataplane {
     sv.affinity = s.affinity;
     sv.n_variants = static_cast<uint8_t>(s.variants.size());
     sv.udp_idle_ticks = s.udp_idle_ticks;
+    // As veerd does: the id's key, then the TCP port hint (1 + id when the
+    // service is the only TCP one on its port, else 0), then the service.
+    check(bpf_map__update_elem(skel_->maps.veer_service_keys, &s.id, sizeof s.id, &k, sizeof k, BPF_ANY),
+          "update veer_service_keys");
+    if (s.proto == VEER_PROTO_TCP) {
+      auto& ids = tcp_port_services_[s.port];
+      ids.insert(s.id);
+      set_tcp_hint(s.port, ids.size() == 1 ? static_cast<uint8_t>(s.id + 1) : 0);
+    }
     check(bpf_map__update_elem(skel_->maps.veer_services, &k, sizeof k, &sv, sizeof sv, BPF_ANY),
           "update veer_services");
+  }
+
+  // veer_tcp_port_service[port] (1 + service id, 0: none).
+  void set_tcp_hint(uint16_t port, uint8_t hint) {
+    uint32_t key = port;
+    check(bpf_map__update_elem(skel_->maps.veer_tcp_port_service, &key, sizeof key, &hint, sizeof hint, BPF_ANY),
+          "update veer_tcp_port_service");
+  }
+  uint8_t tcp_hint(uint16_t port) const {
+    uint32_t key = port;
+    uint8_t hint = 0;
+    check(bpf_map__lookup_elem(skel_->maps.veer_tcp_port_service, &key, sizeof key, &hint, sizeof hint, 0),
+          "lookup veer_tcp_port_service");
+    return hint;
+  }
+  void delete_service(const ServiceDef& s) {
+    veer_service_key k = s.key();
+    check(bpf_map__delete_elem(skel_->maps.veer_services, &k, sizeof k, 0), "delete veer_services");
   }
 
   void set_port_bits(uint16_t port, uint8_t bits) {
@@ -352,6 +381,7 @@ class Dataplane {
 
  private:
   veer_skeleton::veer* skel_ = nullptr;
+  std::map<uint16_t, std::set<uint32_t>> tcp_port_services_;  // what add_service installed
   int ncpus_ = 1;
 };
 

@@ -12,6 +12,11 @@
 // bits left in a pinned map by an earlier veerd stay (harmless: a set bit only
 // means "look further").
 //
+// It also keeps veer_tcp_port_service (port -> 1 + id of the only TCP service
+// on it) and veer_service_keys (id -> key) for the data plane's hint that
+// spares established TCP packets the service hash lookup: the key before the
+// hint, the hint cleared before the service is removed.
+//
 // It also keeps veer_backend_rev (backend -> service, how the kernel tells a
 // backend's replies) for every backend of every installed service, written
 // before the service's table can name the backend. A backend that leaves a
@@ -38,6 +43,7 @@
 #include <array>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <vector>
 
 #include "veer/config.h"
@@ -105,6 +111,12 @@ class ServiceTables {
   static std::map<uint16_t, uint8_t> port_bits_of(const ServiceConfig& svc);
   std::map<uint16_t, uint8_t> installed_port_bits() const;
   void write_port_filter(const std::map<uint16_t, uint8_t>& wanted);
+  // veer_tcp_port_service: 1 + id for each port that exactly one installed
+  // TCP service (not `without`) listens on.
+  std::map<uint16_t, uint8_t> tcp_port_hints(std::optional<uint32_t> without = std::nullopt) const;
+  void write_tcp_port_hints(const std::map<uint16_t, uint8_t>& wanted);
+  void write_port_values(const std::map<uint16_t, uint8_t>& wanted, std::map<uint16_t, uint8_t>& written,
+                         void (MapWriter::*put)(uint16_t, uint8_t));
   void write_backend_rev(uint32_t service_id, const Entry& e);
   void delete_backend_rev(uint32_t service_id);
 
@@ -122,6 +134,7 @@ class ServiceTables {
   uint32_t udp_idle_ticks_;
   std::map<uint32_t, Entry> entries_;
   std::map<uint16_t, uint8_t> port_filter_;  // non-zero bits this object has written
+  std::map<uint16_t, uint8_t> tcp_hints_;    // non-zero TCP port hints this object has written
   std::map<BackendRevKeyBytes, BackendRevEntry> backend_rev_;  // what this object has written
   uint64_t removals_ = 0;
 };
