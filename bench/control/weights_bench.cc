@@ -56,9 +56,9 @@
 #include <thread>
 #include <vector>
 
-#include "veer/config.h"
-#include "veer/net.h"
-#include "veer/slot_table.h"
+#include "config/config.h"
+#include "config/net.h"
+#include "tables/slot_table.h"
 
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;

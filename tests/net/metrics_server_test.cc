@@ -11,8 +11,8 @@
 #include <vector>
 
 #include "net_test_support.h"
-#include "veer/metrics_registry.h"
-#include "veer/prom_text.h"
+#include "metrics/metrics_registry.h"
+#include "metrics/prom_text.h"
 
 namespace veer::net {
 namespace {

@@ -5,7 +5,7 @@
 #include <cstdio>
 #include <fstream>
 
-#include "veer/config.h"
+#include "config/config.h"
 
 namespace veer {
 namespace {

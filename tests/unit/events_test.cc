@@ -1,5 +1,5 @@
-// veerd's event ring and events.jsonl (veer/events.h).
-#include "veer/events.h"
+// veerd's event ring and events.jsonl (control/events.h).
+#include "control/events.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>

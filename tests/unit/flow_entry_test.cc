@@ -3,7 +3,7 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 
-#include "veer/flow_entry.h"
+#include "tables/flow_entry.h"
 
 namespace veer {
 namespace {

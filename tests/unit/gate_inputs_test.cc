@@ -1,6 +1,6 @@
-// Gate inputs of veerd (veer/gate_inputs.h): kernel windows and their
+// Gate inputs of veerd (rollout/gate_inputs.h): kernel windows and their
 // metrics, push parsing and accumulation, prometheus and probe measurements.
-#include "veer/gate_inputs.h"
+#include "rollout/gate_inputs.h"
 
 #include <gtest/gtest.h>
 

@@ -1,8 +1,8 @@
-// The metrics registry (veer/metrics_registry.h): exact text of the
+// The metrics registry (metrics/metrics_registry.h): exact text of the
 // Prometheus exposition format, escaping, histograms, the SPEC §7 families,
 // bad input rejected without change, and a round trip through the parser of
-// veer/prom_text.h.
-#include "veer/metrics_registry.h"
+// metrics/prom_text.h.
+#include "metrics/metrics_registry.h"
 
 #include <gtest/gtest.h>
 
@@ -10,7 +10,7 @@
 #include <limits>
 #include <stdexcept>
 
-#include "veer/prom_text.h"
+#include "metrics/prom_text.h"
 
 namespace veer::metrics {
 namespace {

@@ -1,6 +1,6 @@
 #include <gtest/gtest.h>
 
-#include "veer/net.h"
+#include "config/net.h"
 
 namespace veer {
 namespace {

@@ -1,6 +1,6 @@
-// veer/prom_text.h: parsing good and hostile expositions, and the gate
+// metrics/prom_text.h: parsing good and hostile expositions, and the gate
 // helpers (quantiles from histograms, counter increases, label distributions).
-#include "veer/prom_text.h"
+#include "metrics/prom_text.h"
 
 #include <gtest/gtest.h>
 

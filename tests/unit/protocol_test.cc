@@ -1,5 +1,5 @@
 // Control protocol: request parsing/validation and answer format.
-#include "veer/protocol.h"
+#include "control/protocol.h"
 
 #include <gtest/gtest.h>
 

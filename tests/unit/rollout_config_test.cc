@@ -2,8 +2,8 @@
 // values, bad ones are refused with the line of the offending node.
 #include <gtest/gtest.h>
 
-#include "veer/config.h"
-#include "veer/rollout.h"
+#include "config/config.h"
+#include "config/rollout_config.h"
 
 namespace veer {
 namespace {

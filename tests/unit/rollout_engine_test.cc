@@ -6,9 +6,9 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
-#include "veer/config.h"
-#include "veer/rollout_engine.h"
-#include "veer/stats.h"
+#include "config/config.h"
+#include "rollout/rollout_engine.h"
+#include "stats/stats.h"
 
 namespace veer {
 namespace {

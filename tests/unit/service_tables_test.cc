@@ -8,7 +8,7 @@
 #include <map>
 #include <stdexcept>
 
-#include "veer/service_tables.h"
+#include "tables/service_tables.h"
 
 namespace veer {
 namespace {

@@ -7,7 +7,7 @@
 #include <cstdio>
 #include <random>
 
-#include "veer/slot_table.h"
+#include "tables/slot_table.h"
 
 namespace veer {
 namespace {

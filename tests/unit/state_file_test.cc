@@ -1,5 +1,5 @@
 // state.json: round trip, atomic write, corrupt files, id assignment, weights.
-#include "veer/state_file.h"
+#include "control/state_file.h"
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>

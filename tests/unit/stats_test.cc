@@ -1,5 +1,5 @@
-// veer/stats.h against published tables, textbook examples and closed forms.
-#include "veer/stats.h"
+// stats/stats.h against published tables, textbook examples and closed forms.
+#include "stats/stats.h"
 
 #include <gtest/gtest.h>
 

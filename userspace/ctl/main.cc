@@ -19,9 +19,9 @@
 #include <thread>
 
 #include "status_table.h"
-#include "veer/config.h"
-#include "veer/gate_inputs.h"
-#include "veer/protocol.h"
+#include "config/config.h"
+#include "rollout/gate_inputs.h"
+#include "control/protocol.h"
 
 namespace po = boost::program_options;
 using namespace veer;

@@ -7,7 +7,7 @@
 #include <array>
 
 #include "peer_credentials.h"
-#include "veer/protocol.h"
+#include "control/protocol.h"
 
 namespace veer {
 

@@ -10,7 +10,7 @@
 #include <ctime>
 
 #include "service_notify.h"
-#include "veer/flow_entry.h"
+#include "tables/flow_entry.h"
 #include "veer/hash.h"
 
 namespace veer {

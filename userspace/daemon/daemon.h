@@ -16,15 +16,15 @@
 #include <string_view>
 #include <vector>
 
-#include "veer/config.h"
+#include "config/config.h"
 #include "veer/dataplane.h"
-#include "veer/events.h"
-#include "veer/gate_inputs.h"
-#include "veer/prom_text.h"
-#include "veer/rollout_engine.h"
-#include "veer/protocol.h"
-#include "veer/service_tables.h"
-#include "veer/state_file.h"
+#include "control/events.h"
+#include "rollout/gate_inputs.h"
+#include "metrics/prom_text.h"
+#include "rollout/rollout_engine.h"
+#include "control/protocol.h"
+#include "tables/service_tables.h"
+#include "control/state_file.h"
 
 namespace veer {
 

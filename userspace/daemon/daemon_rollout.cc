@@ -10,7 +10,7 @@
 #include <set>
 
 #include "daemon.h"
-#include "veer/metrics_registry.h"
+#include "metrics/metrics_registry.h"
 #include "veer/http_scraper.h"
 
 namespace veer {

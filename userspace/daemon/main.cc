@@ -30,10 +30,10 @@
 #include "daemon.h"
 #include "peer_credentials.h"
 #include "service_notify.h"
-#include "veer/config.h"
+#include "config/config.h"
 #include "veer/dataplane.h"
-#include "veer/protocol.h"
-#include "veer/state_file.h"
+#include "control/protocol.h"
+#include "control/state_file.h"
 
 namespace po = boost::program_options;
 namespace asio = boost::asio;

@@ -3,7 +3,7 @@
  * veer ABI: every type and constant shared by the BPF programs and the C++
  * userspace. This is the only definition: userspace includes this file, it
  * never mirrors it, and checks the layout with static_assert
- * (userspace/lib/abi_check.cc).
+ * (userspace/lib/tables/abi_check.cc).
  *
  * No includes on purpose: the includer provides __u8/__u16/__u32/__u64
  * (<linux/types.h> in userspace, vmlinux or <linux/types.h> in BPF).

@@ -11,9 +11,9 @@
 #include <string>
 #include <vector>
 
-#include "veer/config.h"
+#include "config/config.h"
 #include "veer/latency_histogram.h"
-#include "veer/map_writer.h"
+#include "tables/map_writer.h"
 
 namespace veer {
 

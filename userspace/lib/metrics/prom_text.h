@@ -20,7 +20,7 @@
 #include <string_view>
 #include <vector>
 
-#include "veer/metric_type.h"
+#include "metrics/metric_type.h"
 
 namespace veer::prom {
 

@@ -1,7 +1,7 @@
 // SPEC §4 config: YAML -> Config, validated as a whole. Every refusal is a
 // ConfigError naming the file, the 1-based line and column of the offending
 // node, and the reason. Nothing is returned unless everything is valid.
-#include "veer/config.h"
+#include "config/config.h"
 
 #include <yaml-cpp/yaml.h>
 

@@ -6,8 +6,8 @@
 #include <optional>
 #include <string>
 
-#include "veer/config.h"
-#include "veer/net.h"
+#include "config/config.h"
+#include "config/net.h"
 
 namespace veer {
 

@@ -1,9 +1,9 @@
 // Control protocol: request parsing/validation and answer building.
-#include "veer/protocol.h"
+#include "control/protocol.h"
 
 #include <charconv>
 
-#include "veer/config.h"
+#include "config/config.h"
 
 namespace veer::protocol {
 

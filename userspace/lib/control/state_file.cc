@@ -1,5 +1,5 @@
 // state.json: serialisation, atomic write, tolerant read.
-#include "veer/state_file.h"
+#include "control/state_file.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>

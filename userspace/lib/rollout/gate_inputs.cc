@@ -1,5 +1,5 @@
-// Kernel windows, push items and their measurements. See veer/gate_inputs.h.
-#include "veer/gate_inputs.h"
+// Kernel windows, push items and their measurements. See rollout/gate_inputs.h.
+#include "rollout/gate_inputs.h"
 
 #include <algorithm>
 #include <charconv>

@@ -1,4 +1,4 @@
-// The rollout engine of SPEC §5 and the A/B report. See veer/rollout_engine.h.
+// The rollout engine of SPEC §5 and the A/B report. See rollout/rollout_engine.h.
 //
 // Canary step semantics (decided here, documented in the README):
 // - entering `set_weight N` emits the weights at once (phase Progressing);
@@ -10,7 +10,7 @@
 //   promote or abort;
 // - gates run in every live phase, also while waiting for an operator, so a
 //   canary that goes bad during `pause: {}` is still rolled back.
-#include "veer/rollout_engine.h"
+#include "rollout/rollout_engine.h"
 
 #include <nlohmann/json.hpp>
 
@@ -20,7 +20,7 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "veer/stats.h"
+#include "stats/stats.h"
 
 namespace veer {
 

@@ -46,9 +46,9 @@
 #include <optional>
 #include <vector>
 
-#include "veer/config.h"
-#include "veer/map_writer.h"
-#include "veer/slot_table.h"
+#include "config/config.h"
+#include "tables/map_writer.h"
+#include "tables/slot_table.h"
 
 namespace veer {
 

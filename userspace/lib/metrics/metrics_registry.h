@@ -28,7 +28,7 @@
 #include <vector>
 
 #include "veer/latency_histogram.h"
-#include "veer/metric_type.h"
+#include "metrics/metric_type.h"
 
 namespace veer::metrics {
 

@@ -22,7 +22,7 @@
 // draining, the drain flags are ignored for that variant (the slots keep
 // their variant and its usual backends): a variant with weight must still
 // have somewhere to send new flows; emptying it is a weight change.
-#include "veer/slot_table.h"
+#include "tables/slot_table.h"
 
 #include <algorithm>
 #include <numeric>

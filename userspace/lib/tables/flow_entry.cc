@@ -1,5 +1,5 @@
 // The data plane's per-connection rules (bpf/lib/conn.h) read back.
-#include "veer/flow_entry.h"
+#include "tables/flow_entry.h"
 
 #include <arpa/inet.h>
 

@@ -1,4 +1,4 @@
-#include "veer/metrics_registry.h"
+#include "metrics/metrics_registry.h"
 
 #include <charconv>
 #include <cmath>

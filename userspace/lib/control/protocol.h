@@ -14,7 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "veer/net.h"
+#include "config/net.h"
 
 namespace veer::protocol {
 
@@ -89,7 +89,7 @@ struct RolloutRequest {
 struct PushRequest {
   std::string service;
   std::string variant;
-  nlohmann::json values;  // NAME -> VALUE (validated by the daemon: veer/gate_inputs.h)
+  nlohmann::json values;  // NAME -> VALUE (validated by the daemon: rollout/gate_inputs.h)
 };
 struct EventsRequest {
   std::optional<std::string> service;

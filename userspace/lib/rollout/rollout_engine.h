@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "veer/config.h"
-#include "veer/rollout.h"
+#include "config/config.h"
+#include "config/rollout_config.h"
 
 namespace veer {
 

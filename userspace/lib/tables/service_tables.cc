@@ -1,5 +1,5 @@
 // Service tables pushed to the maps in packet-safe order (see the header).
-#include "veer/service_tables.h"
+#include "tables/service_tables.h"
 
 #include <arpa/inet.h>
 

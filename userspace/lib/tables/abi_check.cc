@@ -3,7 +3,7 @@
 // pinned maps change: bump VEER_ABI_VERSION.
 #include <cstddef>
 
-#include "veer/net.h"  // abi.h with the kernel's __u* types
+#include "config/net.h"  // abi.h with the kernel's __u* types
 
 namespace {
 

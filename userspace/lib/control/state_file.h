@@ -16,9 +16,9 @@
 #include <string_view>
 #include <vector>
 
-#include "veer/config.h"
-#include "veer/gate_inputs.h"
-#include "veer/rollout.h"
+#include "config/config.h"
+#include "rollout/gate_inputs.h"
+#include "config/rollout_config.h"
 
 namespace veer {
 

@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <optional>
 
-#include "veer/net.h"
+#include "config/net.h"
 
 namespace veer {
 

@@ -1,8 +1,8 @@
 // Prometheus text exposition format parser and gate helpers; see
-// veer/prom_text.h. Hand-written cursor parser over string_views: the input
+// metrics/prom_text.h. Hand-written cursor parser over string_views: the input
 // is copied only into the resulting names, labels and help strings, and all
 // work is linear in the input size (bounded by ParseLimits::max_bytes).
-#include "veer/prom_text.h"
+#include "metrics/prom_text.h"
 
 #include <algorithm>
 #include <charconv>

@@ -1,5 +1,5 @@
 // Addresses and endpoints: text <-> bytes <-> the ABI's veer_addr.
-#include "veer/net.h"
+#include "config/net.h"
 
 #include <arpa/inet.h>
 

@@ -8,8 +8,8 @@
 #include <string_view>
 #include <vector>
 
-#include "veer/net.h"
-#include "veer/rollout.h"
+#include "config/net.h"
+#include "config/rollout_config.h"
 
 namespace veer {
 

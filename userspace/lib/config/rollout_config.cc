@@ -1,6 +1,6 @@
 // Rollout config vocabulary (names, durations, metric names) and the JSON form
 // of RolloutState that the daemon persists in state.json.
-#include "veer/rollout.h"
+#include "config/rollout_config.h"
 
 #include <nlohmann/json.hpp>
 

@@ -1,4 +1,4 @@
-// Statistics for gates and the A/B report; see veer/stats.h.
+// Statistics for gates and the A/B report; see stats/stats.h.
 //
 // The special functions (incomplete gamma/beta behind the chi-square and t
 // distributions, inverse normal) come from Boost.Math (header-only,
@@ -8,7 +8,7 @@
 // policy that reports errors through return values instead of exceptions
 // and guard every parameter before calling, so no Boost exception can leave
 // this file.
-#include "veer/stats.h"
+#include "stats/stats.h"
 
 #include <algorithm>
 #include <cmath>

@@ -16,8 +16,8 @@
 #include <nlohmann/json.hpp>
 
 #include "veer/latency_histogram.h"
-#include "veer/prom_text.h"
-#include "veer/rollout_engine.h"
+#include "metrics/prom_text.h"
+#include "rollout/rollout_engine.h"
 
 namespace veer {
 

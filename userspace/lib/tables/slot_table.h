@@ -18,7 +18,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "veer/net.h"
+#include "config/net.h"
 
 namespace veer {
 

@@ -1,5 +1,5 @@
-// Event ring and events.jsonl. See veer/events.h.
-#include "veer/events.h"
+// Event ring and events.jsonl. See control/events.h.
+#include "control/events.h"
 
 #include <cmath>
 #include <ctime>
