@@ -153,6 +153,11 @@ print("long-lived connections by variant:", dict(collections.Counter(c["variant"
   "$WORK/long.jsonl"
 sleep 1
 
+say "a busy client (10.0.1.14) that reuses its source ports 20000-20299: one connection from each"
+client ports --dst "$VIP" --port 80 --src 10.0.1.14 --ports 20000-20299 >"$WORK/ports-before.json"
+python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("by variant:", r["variants"], " errors", r["errors"])' \
+  "$WORK/ports-before.json"
+
 say "veerctl switch ranker green   (live, while the long-lived connections keep talking)"
 veerctl switch ranker green
 
@@ -160,17 +165,22 @@ say "$FLOWS new connections after the switch (10.0.1.13)"
 client http --dst "$VIP" --port 80 --src 10.0.1.13 --count "$FLOWS" >"$WORK/after.json"
 show_client "$WORK/after.json"
 show_backend_counts 10.0.1.13
+say "the busy client again, from the same 300 source ports (each tuple's entry names its old variant)"
+client ports --dst "$VIP" --port 80 --src 10.0.1.14 --ports 20000-20299 >"$WORK/ports-after.json"
+python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("by variant:", r["variants"], " errors", r["errors"])' \
+  "$WORK/ports-after.json"
 sleep 2
 touch "$WORK/stop"
 wait "$LONG_PID"
 LONG_PID=""
 
 say "long-lived connections across the switch"
-python3 - "$WORK/long.jsonl" "$WORK/after.json" "$FLOWS" <<'EOF'
+python3 - "$WORK/long.jsonl" "$WORK/after.json" "$FLOWS" "$WORK/ports-after.json" <<'EOF'
 import json, sys
 done = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
 after = json.load(open(sys.argv[2]))
 flows = int(sys.argv[3])
+reused = json.load(open(sys.argv[4]))
 s = done["summary"]
 print(f"connections {s['connections']}, requests answered {s['replies']}, errors {s['errors']}, "
       f"resets {s['resets']}, connections whose variant changed {s['changed_variant']}")
@@ -180,6 +190,10 @@ if after["variants"] != {"green": flows}:
     print(f"FAIL: new connections after the switch were not all green: {after['variants']}"); ok = False
 else:
     print(f"OK: all {flows} new connections after the switch went to green")
+if reused["variants"] != {"green": 300}:
+    print(f"FAIL: new connections from reused source ports did not all go to green: {reused['variants']}"); ok = False
+else:
+    print("OK: all 300 new connections from reused source ports went to green")
 if s["errors"] or s["changed_variant"] or s["ok"] != s["connections"]:
     print("FAIL: some long-lived connection broke or changed variant"); ok = False
 else:
