@@ -143,7 +143,7 @@ class TestCanaryLatencyAbort(CanaryMixin, e2e.RolloutCase):
         since = svc["rollout"].get("events_next", 0)
         print(f"  at the 20 % step: {e2e.format_rollout(svc)}", flush=True)
 
-        t_change, _ = self.tb.knobs_timed("canary", {'latency': 'fixed:300'})
+        t_change, _ = self.right_after_an_evaluation(self.tb.knob_change("canary", {'latency': 'fixed:300'}))
         reaction, svc = self.measure_rollback(t_change, 15)
         budget = INTERVAL_S * (self.failure_limit + 1) + 1.0
         event = self.abort_event(since)
@@ -204,7 +204,7 @@ class TestCanaryErrorAbort(CanaryMixin, e2e.RolloutCase):
         print(f"  healthy at 50 %: {e2e.format_rollout(svc)}; canary window {canary_window}", flush=True)
         since = svc["rollout"].get("events_next", 0)
 
-        t_change, _ = self.tb.knobs_timed("canary", {'error_rate': 0.02})
+        t_change, _ = self.right_after_an_evaluation(self.tb.knob_change("canary", {'error_rate': 0.02}))
         reaction, svc = self.measure_rollback(t_change, 15)
         budget = INTERVAL_S * (self.failure_limit + 1) + 1.0
         event = self.abort_event(since)

@@ -602,32 +602,52 @@ def _testbed_fetch(self, ns, url, timeout=10):
     return self.exec(ns, [sys.executable, "-c", code], timeout=timeout).stdout
 
 
-def _testbed_knobs_timed(self, variant, changes):
-    """Changes backend knobs (a dict) from a process already running in the backend's namespace, so the time of
-    the change is exact: returns the Unix time taken just before the request was sent (the knobs apply while
-    it is handled), with the backend's answer."""
-    code = ("import json,sys,time,urllib.request;"
+class KnobChange:
+    """A knob change made ready in the backend's namespace (the process is started and waiting), sent by go():
+    so that the moment of the change can be chosen exactly, e.g. right after a gate evaluation."""
+
+    CODE = ("import json,sys,time,urllib.request;"
             "sys.stdout.write('ready\\n');sys.stdout.flush();sys.stdin.readline();"
             "req=urllib.request.Request('http://127.0.0.1:8080/control',data=sys.argv[1].encode(),method='POST',"
             "headers={'Content-Type':'application/json'});"
             "t=time.time();a=json.loads(urllib.request.urlopen(req,timeout=5).read().decode());"
             "print(json.dumps({'time':t,'answer':a}))")
-    proc = subprocess.Popen(["ip", "netns", "exec", self.ns(variant), sys.executable, "-c", code, json.dumps(changes)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        if proc.stdout.readline().strip() != "ready":
+
+    def __init__(self, testbed, variant, changes):
+        self.variant, self.changes = variant, changes
+        self.proc = subprocess.Popen(["ip", "netns", "exec", testbed.ns(variant), sys.executable, "-c", self.CODE,
+                                      json.dumps(changes)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if self.proc.stdout.readline().strip() != "ready":
+            self.close()
             raise AssertionError(f"knob helper in {variant} did not start")
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
-        out = json.loads(proc.stdout.readline())
-        proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    if not out["answer"].get("ok"):
-        raise AssertionError(f"knobs {variant} {changes}: {out['answer']}")
-    return out["time"], out["answer"]
+
+    def go(self):
+        """Sends the change; returns the Unix time taken just before the request was sent (the knobs apply while
+        it is handled), with the backend's answer."""
+        try:
+            self.proc.stdin.write("go\n")
+            self.proc.stdin.flush()
+            out = json.loads(self.proc.stdout.readline())
+            self.proc.wait(timeout=10)
+        finally:
+            self.close()
+        if not out["answer"].get("ok"):
+            raise AssertionError(f"knobs {self.variant} {self.changes}: {out['answer']}")
+        return out["time"], out["answer"]
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdin.close()
+        self.proc.stdout.close()
+
+
+def _testbed_knobs_timed(self, variant, changes):
+    """Changes backend knobs (a dict) from a process already running in the backend's namespace, so the time of
+    the change is exact: returns the Unix time taken just before the request was sent (the knobs apply while
+    it is handled), with the backend's answer."""
+    return KnobChange(self, variant, changes).go()
 
 
 def _testbed_rate_client(self, *args):
@@ -636,6 +656,7 @@ def _testbed_rate_client(self, *args):
 
 Testbed.knobs = _testbed_knobs
 Testbed.knobs_timed = _testbed_knobs_timed
+Testbed.knob_change = lambda self, variant, changes: KnobChange(self, variant, changes)
 Testbed.fetch = _testbed_fetch
 Testbed.rate_client = _testbed_rate_client
 
@@ -844,6 +865,21 @@ class RolloutCase(VeerCase):
             svc = self.status(service)
             return svc if predicate(svc) else None
         return wait_for(what, check, timeout, period)
+
+    def right_after_an_evaluation(self, change, service="ranker", timeout=10):
+        """Sends CHANGE (a KnobChange) as soon as the service's status shows a new gate evaluation (a gate's "at"
+        moved): the change then has a whole interval before the next evaluation, as a reaction budget of
+        interval x (failure_limit + 1) + 1 s assumes, on a slow machine as on a fast one."""
+        def evaluated_at():
+            return [g.get("at") for g in self.status(service)["rollout"]["gates"]]
+        first = evaluated_at()
+        deadline = time.monotonic() + scaled(timeout)
+        while evaluated_at() == first:
+            if time.monotonic() > deadline:
+                change.close()
+                raise AssertionError(f"no gate evaluation within {scaled(timeout)} s")
+            time.sleep(0.02)
+        return change.go()
 
     def print_events(self, service="ranker", since=0):
         events = self.veerd.events(service, since)
