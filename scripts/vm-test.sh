@@ -2,14 +2,16 @@
 # Runs veer's tests (or any command) inside a QEMU guest booting a Debian kernel package.
 #
 #   scripts/vm-test.sh [--kernel 6.1|6.12] [--timeout S] [--build-dir DIR] [--accel tcg|kvm]
-#                      [--cpus N] [--memory MB] [--labels REGEX] [--tests REGEX] [COMMAND...]
+#                      [--cpus N] [--memory MB] [--labels REGEX] [--tests REGEX] [--exclude REGEX]
+#                      [COMMAND...]
 #
 # The kernel (6.1 from bookworm, 6.12 from bookworm-backports) is downloaded with a private apt
 # configuration and unpacked (dpkg -x), never installed. The guest's root is this machine's root,
 # read-only over virtio-9p under a tmpfs overlay: the build is visible at the same path, binaries run
 # unchanged, and whatever the guest writes stays in the guest. Without COMMAND the guest runs ctest in
 # the build dir (default: $BUILD_DIR or build/, built beforehand) on the tests labelled --labels
-# (default ^(bpf|e2e)$: the bpf and e2e layers), narrowed to names matching --tests if given.
+# (default ^(bpf|e2e)$: the bpf and e2e layers), narrowed to names matching --tests if given and to
+# names not matching --exclude if given.
 # The exit status is the guest command's (124 if QEMU or the command timed out, 125 for a harness
 # failure). The command's output streams to stdout; the guest console is printed on failure.
 #
@@ -27,6 +29,7 @@ cpus=2
 memory=2048
 labels=${VEER_VM_LABELS:-'^(bpf|e2e)$'}
 tests=${VEER_VM_TESTS:-}
+exclude=${VEER_VM_EXCLUDE:-}
 
 usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
@@ -46,6 +49,8 @@ while [ $# -gt 0 ]; do
     --labels=*) labels=${1#*=}; shift ;;
     --tests) tests=${2:?}; shift 2 ;;
     --tests=*) tests=${1#*=}; shift ;;
+    --exclude) exclude=${2:?}; shift 2 ;;
+    --exclude=*) exclude=${1#*=}; shift ;;
     -h|--help) usage ;;
     --) shift; break ;;
     -*) echo "vm-test: unknown option $1" >&2; usage ;;
@@ -174,6 +179,7 @@ if [ $# -eq 0 ]; then
   # (tmpfs overlay), so ctest keeps its Testing/ dir there; nothing reaches the host's build dir.
   ctest_args=(-L "$labels" --output-on-failure --timeout "$guest_timeout")
   [ -n "$tests" ] && ctest_args+=(-R "$tests")
+  [ -n "$exclude" ] && ctest_args+=(-E "$exclude")
   printf 'cd %q && exec ctest' "$build_abs" >"$run_dir/command.sh"
   printf ' %q' "${ctest_args[@]}" >>"$run_dir/command.sh"
   echo >>"$run_dir/command.sh"

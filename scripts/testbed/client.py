@@ -20,7 +20,9 @@ rate: an open-loop steady request rate (--rate per second for --duration seconds
       request's first byte sent to the response's first byte) and latency_ms.total (dispatch, before
       connect, to the last byte): n, min, p50, p95, p99, mean, max. With --progress S, a {"event": "progress"}
       line every S seconds (the window's numbers per variant, and the run's totals); last a
-      {"event": "done", "variants": ..., "totals": ..., "per_source": {src: {variant: n}}, ...} line.
+      {"event": "done", "variants": ..., "totals": ..., "per_source": {src: {variant: n}},
+      "opened": {variant: [[t, n], ...]} (n requests whose connection opened in the 100 ms from Unix time
+      t), ...} line.
       ... client.py rate --dst 10.0.0.100 --port 80 --src-range 10.0.1.20-10.0.1.40 --rate 200 --duration 30
 ports: a busy client that reuses its source ports, as API gateways, NAT gateways and wrk do: the ports
       FIRST-LAST (--ports) of one --src address, each used for a new connection in every round (bind with
@@ -517,11 +519,13 @@ class Outcomes:
 
 
 class RequestResult:
-    __slots__ = ("src", "variant", "status", "failure", "ttfb", "total", "prediction")
+    # opened: Unix time at which the request's connection began (connect() called; for a keep-alive
+    # connection, when it was opened), so a test can ask where connections opened after a moment went.
+    __slots__ = ("src", "variant", "status", "failure", "ttfb", "total", "prediction", "opened")
 
     def __init__(self, src):
         self.src, self.variant, self.status, self.failure = src, None, None, None
-        self.ttfb = self.total = self.prediction = None
+        self.ttfb = self.total = self.prediction = self.opened = None
 
 
 class Tally:
@@ -529,8 +533,11 @@ class Tally:
     run and for the current progress window."""
     UNATTRIBUTED = "unattributed"
 
+    OPENED_BUCKET_S = 0.1
+
     def __init__(self):
         self.run, self.window, self.per_source = {}, {}, {}
+        self.opened = {}  # variant -> {bucket: requests whose connection opened in [bucket, bucket + 0.1 s)}
 
     def add(self, r):
         key = r.variant or self.UNATTRIBUTED
@@ -540,6 +547,15 @@ class Tally:
             table[key].add(r)
         per = self.per_source.setdefault(r.src or "", {})
         per[key] = per.get(key, 0) + 1
+        if r.opened is not None:
+            bucket = math.floor(r.opened / self.OPENED_BUCKET_S)
+            per_bucket = self.opened.setdefault(key, {})
+            per_bucket[bucket] = per_bucket.get(bucket, 0) + 1
+
+    def opened_report(self):
+        """{variant: [[bucket start (Unix s), requests], ...]} in time order."""
+        return {k: [[round(b * self.OPENED_BUCKET_S, 1), n] for b, n in sorted(v.items())]
+                for k, v in sorted(self.opened.items())}
 
     @staticmethod
     def report(table):
@@ -568,7 +584,7 @@ class KeepAlivePool:
 
     def __init__(self, size):
         self.size = size
-        self.idle = {}   # src -> [(sock, buf, variant)]
+        self.idle = {}   # src -> [(sock, buf, variant, opened)]
         self.open = {}   # src -> number open
         self.freed = asyncio.Condition()
 
@@ -594,7 +610,7 @@ class KeepAlivePool:
 
     def close_all(self):
         for conns in self.idle.values():
-            for sock, _, _ in conns:
+            for sock, _, _, _ in conns:
                 sock.close()
         self.idle.clear()
 
@@ -602,12 +618,13 @@ class KeepAlivePool:
 async def rate_exchange(loop, args, src, pool, request, r, dispatched):
     """One request; fills R. Never raises (every failure is an outcome)."""
     conn = await pool.acquire(src) if pool else None
-    sock, buf, known_variant, phase = (conn if conn else (None, b"", None)) + ("connect",)
+    sock, buf, known_variant, opened, phase = (conn if conn else (None, b"", None, None)) + ("connect",)
     reusable = False
     try:
         async def exchange():
-            nonlocal sock, buf, phase, reusable
+            nonlocal sock, buf, phase, reusable, opened
             if sock is None:
+                opened = time.time()
                 sock = tcp_socket(src, args.dst)
                 await loop.sock_connect(sock, (args.dst, args.port))
             phase = "response"
@@ -641,8 +658,9 @@ async def rate_exchange(loop, args, src, pool, request, r, dispatched):
         r.failure = error_kind(exc)
     if r.variant is None and r.status is None:
         r.variant = known_variant  # a failure on a keep-alive connection that an earlier response named
+    r.opened = opened
     if pool and sock is not None and r.status is not None and reusable:
-        await pool.release(src, (sock, buf, r.variant))
+        await pool.release(src, (sock, buf, r.variant, opened))
     else:
         if sock is not None:
             sock.close()
@@ -753,6 +771,7 @@ async def mode_rate(args):
         "variants": Tally.report(tally.run),
         "totals": Tally.totals(tally.run),
         "per_source": {s: dict(sorted(v.items())) for s, v in sorted(tally.per_source.items())},
+        "opened": tally.opened_report(),
     }
 
 

@@ -78,6 +78,10 @@ class TestBlueGreen(e2e.RolloutCase):
         self.assertNotIn("switch", kinds)
         # the probes' error_rate failed; the watch's same-named gate never ran
         self.assertEqual(self.gate_results(svc)["error_rate"], {"pre_promotion": "Failed", "post_promotion": "none"})
+        # The probes' latency gate (max 150 ms) passes here; in a TCG guest the failing preview's probes have
+        # measured 148-152 ms, so its failures are read from the status rather than assumed to be none.
+        probe_latency = {g["name"]: g for g in svc["rollout"]["gates"]
+                         if g["stage"] == "pre_promotion"}["latency_p95_ms"]
 
         # 2. a healthy green: retry -> probes pass -> auto_promote switches
         self.tb.knobs("green", "reset=true")
@@ -85,9 +89,8 @@ class TestBlueGreen(e2e.RolloutCase):
         self.veerd.rollout("ranker", "retry")
         svc, took = self.wait_status("switch to green", lambda s: e2e.applied(s) == {"blue": 0.0, "green": 100.0}, 15)
         print(f"  healthy preview: switched after {took:.1f} s; {e2e.format_rollout(svc)}", flush=True)
+        switched_at = time.time()
         self.assertEqual(svc["rollout"]["phase"], "PostPromotion", e2e.format_rollout(svc))
-        window = traffic.window_after_now()
-        self.assertEqual(list(window), ["green"], f"new connections after the switch: {window}")
         long_green, ready = self.long_lived("10.0.1.42")
         self.assertEqual({c["variant"] for c in ready["connections"]}, {"green"},
                          f"connections opened after the switch; now: {e2e.format_rollout(self.status())}")
@@ -99,7 +102,8 @@ class TestBlueGreen(e2e.RolloutCase):
         t_change, _ = self.tb.knobs_timed("green", {"latency": "fixed:300"})
         svc, _ = self.wait_status("switch back to blue", lambda s: e2e.applied(s) == {"blue": 100.0, "green": 0.0},
                                   15)
-        reaction = time.time() - t_change
+        switched_back_at = time.time()
+        reaction = switched_back_at - t_change
         self.print_events(since=since)
         print(f"  post-promotion breach (green latency 300 ms, gate max 200): switched back in {reaction:.2f} s; "
               f"{e2e.format_rollout(svc)}", flush=True)
@@ -115,11 +119,15 @@ class TestBlueGreen(e2e.RolloutCase):
         failed = {(ls["stage"], ls["gate"]): v for n, ls, v in samples
                   if n == "veer_gate_result_total" and ls.get("result") == "Failed"}
         print(f"  veer_gate_result_total Failed: {failed}", flush=True)
+        # The failing preview ran two evaluations (the second error_rate failure aborted it), so its latency
+        # gate failed at most twice, and at least once if its last result was Failed.
+        probe_latency_failed = failed.pop(("pre_promotion", "latency_p95_ms"), 0)
+        self.assertLessEqual(probe_latency_failed, 2, probe_latency)
+        if probe_latency["last_result"] == "Failed":
+            print(f"  the failing preview's probe latency failed too here: {probe_latency}", flush=True)
+            self.assertGreaterEqual(probe_latency_failed, 1, probe_latency)
         self.assertEqual(failed, {("pre_promotion", "error_rate"): 2, ("post_promotion", "latency_p95_ms"): 2})
-        time.sleep(1.0)  # requests sent to green before the switch back (300 ms each) are answered
-        window = traffic.window_after_now()
-        self.assertEqual(list(window), ["blue"], f"new connections after the switch back: {window}")
-        time.sleep(2)  # the long-lived connections keep talking after both switches
+        time.sleep(2)  # the long-lived connections keep talking after both switches, new ones reach blue
 
         for name, client, variant in (("opened on blue", long_blue, "blue"), ("opened on green", long_green, "green")):
             done = client.finish()
@@ -133,6 +141,14 @@ class TestBlueGreen(e2e.RolloutCase):
         done = traffic.stop()
         t = done["totals"]
         self.assertEqual((t["resets"], t["refused"], t["http_5xx"]), (0, 0, 0), t)
+        # Judged by when each connection began: one opened before a flip may rightly finish on the old side
+        # (its SYN went before, or was retransmitted after it), however late it is answered.
+        seen = e2e.assert_connections_opened_reach(self, done, "green", switched_at, t_change,
+                                                   what="after the switch, before the breach")
+        print(f"  connections opened between the switch and the breach: {seen}", flush=True)
+        seen = e2e.assert_connections_opened_reach(self, done, "blue", switched_back_at,
+                                                   what="after the switch back")
+        print(f"  connections opened after the switch back: {seen}", flush=True)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,14 @@ import veer_e2e as e2e
 INTERVAL_S = 1.0
 
 
+def reaction_budget(failure_limit):
+    """The evaluations run on wall time, so the intervals stay; the second of slack covers what emulation
+    slows down (the responses that show the breach reaching the kernel's telemetry, the read, the flip, the
+    status poll), so it scales with VEER_E2E_SCALE (1 on a real machine: the issue's budget exactly; in a
+    TCG guest a breach is sometimes first seen one evaluation later)."""
+    return INTERVAL_S * (failure_limit + 1) + e2e.scaled(1.0)
+
+
 def dedup(values):
     out = []
     for v in values:
@@ -33,13 +41,13 @@ class CanaryMixin:
 
     def measure_rollback(self, t_change, timeout):
         """Polls status every 100 ms until the canary's applied weight is 0; returns (seconds since T_CHANGE,
-        the status then)."""
+        the status then, the Unix time it was seen: the table had flipped by then)."""
         deadline = t_change + timeout
         while True:
             svc = self.status()
             now = time.time()  # T_CHANGE is a Unix time (taken in the backend's namespace)
             if e2e.applied(svc)["canary"] == 0.0:
-                return now - t_change, svc
+                return now - t_change, svc, now
             if now > deadline:
                 self.print_events()
                 self.fail(f"canary not rolled back within {timeout}s: {e2e.format_rollout(svc)}")
@@ -51,13 +59,14 @@ class CanaryMixin:
         self.assertEqual(len(aborts), 1, f"expected one abort event: {events}")
         return aborts[0]
 
-    def assert_no_canary_after(self, traffic, what):
-        """A full progress window of the client that began after the requests in flight to the canary (slow
-        ones included) were answered holds nothing from the canary."""
-        time.sleep(1.0)
-        window = traffic.window_after_now()
-        self.assertNotIn("canary", window, f"{what}: new connections still reach the canary: {window}")
-        self.assertGreater(window.get("blue", {}).get("ok", 0), 0, window)
+    def stop_and_check_no_canary_after(self, traffic, rolled_back_at, what):
+        """Two more seconds of traffic, then: every connection the client opened after the rollback was seen
+        reached blue (connections opened before it may rightly finish on the canary, however late)."""
+        time.sleep(2.0)
+        done = traffic.stop()
+        seen = e2e.assert_connections_opened_reach(self, done, "blue", rolled_back_at, what=what)
+        print(f"  {what}: connections opened after the rollback: {seen}", flush=True)
+        return done
 
 
 class TestCanaryHealthy(CanaryMixin, e2e.RolloutCase):
@@ -110,9 +119,10 @@ class TestCanaryHealthy(CanaryMixin, e2e.RolloutCase):
         self.assertIn("completed", kinds)
         self.assertNotIn("abort", kinds)
         # new connections now all reach the canary
-        window = traffic.window_after_now()
-        self.assertEqual(list(window), ["canary"], window)
+        completed_at = time.time()
+        time.sleep(2.0)
         done = traffic.stop()
+        e2e.assert_connections_opened_reach(self, done, "canary", completed_at, what="after the last step")
         totals = done["totals"]
         print(f"  traffic: {done['done']} requests, per variant "
               f"{ {v: o['count'] for v, o in done['variants'].items()} }", flush=True)
@@ -144,8 +154,8 @@ class TestCanaryLatencyAbort(CanaryMixin, e2e.RolloutCase):
         print(f"  at the 20 % step: {e2e.format_rollout(svc)}", flush=True)
 
         t_change, _ = self.right_after_an_evaluation(self.tb.knob_change("canary", {'latency': 'fixed:300'}))
-        reaction, svc = self.measure_rollback(t_change, 15)
-        budget = INTERVAL_S * (self.failure_limit + 1) + 1.0
+        reaction, svc, rolled_back_at = self.measure_rollback(t_change, 15)
+        budget = reaction_budget(self.failure_limit)
         event = self.abort_event(since)
         print(f"  REACTION (b): latency 300 ms -> canary applied weight 0 in {reaction:.2f} s "
               f"(budget {budget:.1f} s); abort event: {event['message']} {event['values']}", flush=True)
@@ -162,8 +172,7 @@ class TestCanaryLatencyAbort(CanaryMixin, e2e.RolloutCase):
         gate = {g["name"]: g for g in svc["rollout"]["gates"]}["latency_p95_ms"]
         self.assertEqual(gate["last_result"], "Failed", gate)
         self.assertEqual(gate["failures"], self.failure_limit + 1, gate)
-        self.assert_no_canary_after(traffic, "after the abort")
-        done = traffic.stop()
+        done = self.stop_and_check_no_canary_after(traffic, rolled_back_at, "after the abort")
         # the slow canary answered (slowly), nothing failed
         self.assertEqual(done["totals"]["resets"] + done["totals"]["refused"] + done["totals"]["http_5xx"], 0,
                          done["totals"])
@@ -205,8 +214,8 @@ class TestCanaryErrorAbort(CanaryMixin, e2e.RolloutCase):
         since = svc["rollout"].get("events_next", 0)
 
         t_change, _ = self.right_after_an_evaluation(self.tb.knob_change("canary", {'error_rate': 0.02}))
-        reaction, svc = self.measure_rollback(t_change, 15)
-        budget = INTERVAL_S * (self.failure_limit + 1) + 1.0
+        reaction, svc, rolled_back_at = self.measure_rollback(t_change, 15)
+        budget = reaction_budget(self.failure_limit)
         event = self.abort_event(since)
         print(f"  REACTION (c): 2 % HTTP 500 -> canary applied weight 0 in {reaction:.2f} s "
               f"(budget {budget:.1f} s); abort event: {event['message']} {event['values']}", flush=True)
@@ -216,22 +225,25 @@ class TestCanaryErrorAbort(CanaryMixin, e2e.RolloutCase):
         self.assertEqual(e2e.applied(svc), {"blue": 100.0, "canary": 0.0})
         self.assertIn("error_rate", event["message"])
         self.assertGreater(event["values"]["value"], 0.001, event)
-        self.assert_no_canary_after(traffic, "after the abort")
-        done = traffic.stop()
+        done = self.stop_and_check_no_canary_after(traffic, rolled_back_at, "after the abort")
         # the client saw the injected 500s only from the canary
         self.assertEqual(done["variants"]["blue"]["http_5xx"], 0)
         self.assertGreater(done["variants"]["canary"]["http_5xx"], 0)
 
 
 class TestCanaryPredictionDrift(CanaryMixin, e2e.RolloutCase):
-    """(d) prediction_kl through the prometheus source: each variant's metrics_url on its testbed backend."""
+    """(d) prediction_kl through the prometheus source: each variant's metrics_url on its testbed backend.
+    max 0.2, not 0.1: the KL of two samples of one distribution with ~50 labels each (min_samples) exceeds
+    0.1 with a few percent chance per evaluation (2 n_eff KL ~ chi-square(1), n_eff ~ 25), and this test
+    judges several evaluations "no false alarm" (one host run failed so); 0.2 is p ~ 0.002 there, and the
+    injected drift (KL 0.53) still trips it."""
     prefix = "ve2e-rcd"
     ROLLOUT = """      strategy: canary
       canary: canary
       interval: 1s
       steps: [ {set_weight: 50}, {pause: {}}, {set_weight: 100} ]
       gates:
-        - { metric: prediction_kl, source: prometheus, series: model_predictions_total, label: class, max: 0.1,
+        - { metric: prediction_kl, source: prometheus, series: model_predictions_total, label: class, max: 0.2,
             min_samples: 50 }
       failure_limit: 1
 """
@@ -260,18 +272,18 @@ class TestCanaryPredictionDrift(CanaryMixin, e2e.RolloutCase):
         self.assertEqual(svc["rollout"]["phase"], "WaitingForPromotion", e2e.format_rollout(svc))
         self.assertEqual(gate["last_result"], "Successful", gate)
         self.assertEqual(gate["failures"], 0, gate)
-        self.assertLess(gate["value"], 0.1, gate)
+        self.assertLess(gate["value"], 0.2, gate)
         since = svc["rollout"].get("events_next", 0)
 
         t_change, _ = self.tb.knobs_timed("canary", {'predictions': 'cat:0.2,dog:0.8'})  # KL(canary || blue) = 0.53
-        reaction, svc = self.measure_rollback(t_change, 20)
+        reaction, svc, _ = self.measure_rollback(t_change, 20)
         event = self.abort_event(since)
         print(f"  prediction drift -> canary applied weight 0 in {reaction:.2f} s; abort event: "
               f"{event['message']} {event['values']}", flush=True)
         self.print_events(since=since)
         self.assertEqual(svc["rollout"]["phase"], "Aborted")
         self.assertIn("prediction_kl", event["message"])
-        self.assertGreater(event["values"]["value"], 0.1, event)
+        self.assertGreater(event["values"]["value"], 0.2, event)
         self.assertEqual(e2e.applied(svc), {"blue": 100.0, "canary": 0.0})
         done = traffic.stop()
         preds = done["variants"]["canary"]["predictions"]

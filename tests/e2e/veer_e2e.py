@@ -742,6 +742,31 @@ class RateClient:
         _stop_client(self.proc, self.threads, self.stop_file)
 
 
+def opened_between(done, since, until=None):
+    """{variant: requests} of a rate client's DONE line whose connection opened at or after SINCE (Unix time)
+    and, with UNTIL, before it: whole 100 ms buckets of the client's "opened" histogram, so a connection in
+    the bucket that holds SINCE or UNTIL is left out rather than guessed."""
+    out = {}
+    for variant, buckets in done.get("opened", {}).items():
+        n = sum(count for start, count in buckets
+                if start >= since and (until is None or start + 0.1 <= until))
+        if n:
+            out[variant] = n
+    return out
+
+
+def assert_connections_opened_reach(case, done, variant, since, until=None, what="new connections"):
+    """Every connection the rate client opened in [SINCE, UNTIL) that a response named went to VARIANT, and
+    there were some. Connections opened before SINCE may still reach the old side, rightly: a SYN sent before
+    a flip and retransmitted after it keeps its choice (on a loaded machine the retransmission is a second
+    later, and the answer later still), so the judge is when a connection began, not when it finished."""
+    seen = opened_between(done, since, until)
+    named = {v: n for v, n in seen.items() if v != "unattributed"}
+    span = f"[{since:.1f}, {until:.1f})" if until is not None else f"from {since:.1f}"
+    case.assertEqual(set(named), {variant}, f"{what}: connections opened {span} reached {seen}")
+    return seen
+
+
 def _veerd_request(self, obj, timeout=5.0):
     """One request on the control socket (no veerctl process: for polling every 100 ms)."""
     answer, closed = unix_exchange(self.testbed.socket, (json.dumps(obj) + "\n").encode(), timeout=timeout)
