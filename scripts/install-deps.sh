@@ -27,10 +27,13 @@ PACKAGES=(
   qemu-system-x86 busybox-static cpio xz-utils zstd kmod debian-archive-keyring
   # bench/race: the peers veer is raced against (nginx stream, HAProxy, nftables, iptables) and wrk
   wrk nginx-light libnginx-mod-stream haproxy nftables iptables
+  # the fleet mode (issue 11): etcd 3.4, started by the tests on loopback with its data in a temporary
+  # folder, and etcdctl to look at what veer wrote
+  etcd-server etcd-client
 )
-# Packages whose postinst would start a system-wide service listening on the host (port 80 etc.):
-# bench/race runs them only inside its own network namespaces.
-SERVICE_PACKAGES=(nginx-light haproxy)
+# Packages whose postinst would start a system-wide service listening on the host (port 80, etcd's 2379
+# etc.): bench/race runs them only inside its own network namespaces, the fleet tests their own etcd.
+SERVICE_PACKAGES=(nginx-light haproxy etcd-server)
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "install-deps.sh: run as root (apt-get)" >&2
@@ -68,6 +71,7 @@ if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
   for p in "${SERVICE_PACKAGES[@]}"; do
     if printf '%s\n' "${missing[@]}" | grep -qx -- "$p"; then
       unit=${p%-light}
+      unit=${unit%-server}  # etcd-server's unit is etcd.service
       systemctl disable --now "$unit" >/dev/null 2>&1 || true
     fi
   done
