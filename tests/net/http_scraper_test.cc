@@ -130,7 +130,7 @@ TEST(HttpScraper, Non200IsAnHttpStatusError) {
   EXPECT_EQ(r.error, ScrapeError::HttpStatus);
   EXPECT_EQ(r.status, 500u);
   EXPECT_NE(r.message.find("HTTP 500"), std::string::npos) << r.message;
-  EXPECT_TRUE(r.body.empty());
+  EXPECT_EQ(r.body, "boom\n") << "the error's body is kept (etcd's gateway explains errors there)";
   ScriptedServer moved(io, response("301 Moved Permanently", "", "Location: http://elsewhere/\r\n"));
   r = io.fetch(moved.url());
   EXPECT_EQ(r.error, ScrapeError::HttpStatus) << "redirects are not followed";

@@ -34,9 +34,11 @@ namespace {
 
 class HttpGetOperation : public HttpGet, public std::enable_shared_from_this<HttpGetOperation> {
  public:
-  HttpGetOperation(asio::io_context& io, std::string url, ScrapeOptions options, Callback callback)
+  HttpGetOperation(asio::io_context& io, std::string url, ScrapeOptions options, Callback callback,
+                   std::optional<std::string> post_body = std::nullopt)
       : io_(io),
         url_(std::move(url)),
+        post_body_(std::move(post_body)),
         options_(std::move(options)),
         callback_(std::move(callback)),
         resolver_(io),
@@ -100,7 +102,7 @@ class HttpGetOperation : public HttpGet, public std::enable_shared_from_this<Htt
   void on_connect(error_code ec) {
     if (interrupted(ec)) return;
     if (ec) return finish(ScrapeError::Connect, where() + ": connect: " + ec.message());
-    request_.method(http::verb::get);
+    request_.method(post_body_ ? http::verb::post : http::verb::get);
     request_.target(url_parts_.target);
     request_.version(11);
     request_.set(http::field::host,
@@ -108,6 +110,11 @@ class HttpGetOperation : public HttpGet, public std::enable_shared_from_this<Htt
     request_.set(http::field::user_agent, "veer");
     request_.set(http::field::accept, options_.accept);
     request_.keep_alive(false);
+    if (post_body_) {
+      request_.set(http::field::content_type, options_.content_type);
+      request_.body() = *post_body_;
+      request_.prepare_payload();
+    }
     http::async_write(socket_, request_, [self = shared_from_this()](error_code ec, std::size_t) { self->on_write(ec); });
   }
 
@@ -157,9 +164,8 @@ class HttpGetOperation : public HttpGet, public std::enable_shared_from_this<Htt
     if (res.result() != http::status::ok) {
       result.error = ScrapeError::HttpStatus;
       result.message = where() + ": HTTP " + std::to_string(result.status) + " " + std::string(res.reason());
-    } else {
-      result.body = std::move(res.body());
     }
+    result.body = std::move(res.body());  // an error's body too: etcd's gateway explains itself there
     deliver(std::move(result));
   }
 
@@ -191,6 +197,7 @@ class HttpGetOperation : public HttpGet, public std::enable_shared_from_this<Htt
 
   asio::io_context& io_;
   std::string url_;
+  std::optional<std::string> post_body_;
   ScrapeOptions options_;
   Callback callback_;
   HttpUrl url_parts_;
@@ -198,7 +205,7 @@ class HttpGetOperation : public HttpGet, public std::enable_shared_from_this<Htt
   tcp::socket socket_;
   asio::steady_timer deadline_;
   beast::flat_buffer buffer_;
-  http::request<http::empty_body> request_;
+  http::request<http::string_body> request_;
   std::optional<http::response_parser<http::string_body>> parser_;
   std::chrono::steady_clock::time_point started_;
   bool done_ = false;
@@ -210,6 +217,13 @@ class HttpGetOperation : public HttpGet, public std::enable_shared_from_this<Htt
 std::shared_ptr<HttpGet> http_get(asio::io_context& io, std::string_view url, const ScrapeOptions& options,
                                   HttpGet::Callback callback) {
   auto op = std::make_shared<HttpGetOperation>(io, std::string(url), options, std::move(callback));
+  op->start();
+  return op;
+}
+
+std::shared_ptr<HttpGet> http_post(asio::io_context& io, std::string_view url, std::string body,
+                                   const ScrapeOptions& options, HttpGet::Callback callback) {
+  auto op = std::make_shared<HttpGetOperation>(io, std::string(url), options, std::move(callback), std::move(body));
   op->start();
   return op;
 }

@@ -38,7 +38,7 @@ struct ScrapeResult {
   std::string message;       // for logs and events; empty on success
   unsigned status = 0;       // the HTTP status when one was read
   std::string content_type;
-  std::string body;          // on success only
+  std::string body;          // the answer's body (also with HttpStatus: servers explain errors there)
   std::chrono::steady_clock::duration elapsed{};
   bool ok() const { return error == ScrapeError::None; }
 };
@@ -50,6 +50,7 @@ struct ScrapeOptions {
   // Ask for the text format: exporters that also speak OpenMetrics or
   // protobuf would otherwise pick one.
   std::string accept = "text/plain;version=0.0.4;q=1,*/*;q=0.1";
+  std::string content_type = "application/json";  // of an http_post body
 };
 
 class HttpGet {
@@ -65,5 +66,8 @@ class HttpGet {
 // returned handle may be dropped: the operation keeps itself alive.
 std::shared_ptr<HttpGet> http_get(boost::asio::io_context& io, std::string_view url, const ScrapeOptions& options,
                                   HttpGet::Callback callback);
+// The same with a POST of BODY (options.content_type), as etcd's JSON gateway takes its requests.
+std::shared_ptr<HttpGet> http_post(boost::asio::io_context& io, std::string_view url, std::string body,
+                                   const ScrapeOptions& options, HttpGet::Callback callback);
 
 }  // namespace veer::net

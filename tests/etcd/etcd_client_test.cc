@@ -1,0 +1,242 @@
+// veer's etcd adapter against a real etcd: the writes a fleet leader relies on
+// (a txn guarded by the election key's create revision writes nothing once
+// that key was re-created), leases (keys vanish on revoke), endpoint failover,
+// and the JSON gateway codec on answers that are not what they should be.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <future>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "net_test_support.h"
+#include "veer/etcd_client.h"
+
+namespace veer::etcd {
+namespace {
+
+using namespace std::chrono_literals;
+
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0)
+    throw std::runtime_error("free_port");
+  const int port = ntohs(a.sin_port);
+  ::close(fd);
+  return port;
+}
+
+// One etcd member on loopback, its data in a temporary folder; killed and removed by the destructor.
+class EtcdServer {
+ public:
+  EtcdServer() {
+    char tmpl[] = "/tmp/veer-etcd-test-XXXXXX";
+    if (!::mkdtemp(tmpl)) throw std::runtime_error("mkdtemp");
+    dir_ = tmpl;
+    client_port_ = free_port();
+    const int peer_port = free_port();
+    const std::string client = "http://127.0.0.1:" + std::to_string(client_port_);
+    const std::string peer = "http://127.0.0.1:" + std::to_string(peer_port);
+    const std::vector<std::string> args = {"etcd", "--name", "t", "--data-dir", dir_ + "/data",
+                                           "--listen-client-urls", client, "--advertise-client-urls", client,
+                                           "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                                           "--initial-cluster", "t=" + peer, "--log-level", "error"};
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      const std::string log = dir_ + "/etcd.log";
+      freopen(log.c_str(), "w", stdout);
+      freopen(log.c_str(), "a", stderr);
+      std::vector<char*> argv;
+      for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+      argv.push_back(nullptr);
+      ::execvp("etcd", argv.data());
+      _exit(127);
+    }
+    url_ = client;
+  }
+  ~EtcdServer() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    std::error_code ignored;
+    std::filesystem::remove_all(dir_, ignored);
+  }
+  const std::string& url() const { return url_; }
+
+ private:
+  std::string dir_;
+  std::string url_;
+  int client_port_ = 0;
+  pid_t pid_ = -1;
+};
+
+// Runs one asynchronous client call on the io thread and waits for its callback (bounded).
+template <typename Answer, typename Start>
+std::pair<Status, Answer> wait_call(net::test::IoThread& io, Start start) {
+  auto promise = std::make_shared<std::promise<std::pair<Status, Answer>>>();
+  auto future = promise->get_future();
+  boost::asio::post(io.io, [start, promise] {
+    start([promise](Status s, Answer a) { promise->set_value({std::move(s), std::move(a)}); });
+  });
+  if (future.wait_for(20s) != std::future_status::ready) throw std::runtime_error("no callback within 20 s");
+  return future.get();
+}
+
+class EtcdClientTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    client_ = std::make_unique<Client>(io_.io, std::vector<std::string>{server_.url()});
+    // etcd takes a moment to elect itself: wait until a range answers.
+    for (int i = 0; i < 100; ++i) {
+      if (range("ready", false).first.ok) return;
+      std::this_thread::sleep_for(100ms);
+    }
+    FAIL() << "etcd on " << server_.url() << " did not answer within 10 s";
+  }
+  std::pair<Status, RangeAnswer> range(const std::string& key, bool prefix) {
+    return wait_call<RangeAnswer>(io_, [&](auto cb) { client_->range(key, prefix, cb); });
+  }
+  std::pair<Status, Header> put(const std::string& key, const std::string& value, int64_t lease = 0) {
+    return wait_call<Header>(io_, [&, key, value, lease](auto cb) { client_->put(key, value, lease, cb); });
+  }
+  std::pair<Status, TxnAnswer> txn(std::vector<Compare> c, std::vector<Op> ok, std::vector<Op> ko = {}) {
+    return wait_call<TxnAnswer>(io_, [&, c, ok, ko](auto cb) { client_->txn(c, ok, ko, cb); });
+  }
+
+  EtcdServer server_;
+  net::test::IoThread io_;
+  std::unique_ptr<Client> client_;
+};
+
+TEST_F(EtcdClientTest, PutAndRangeRoundTripBinaryKeysAndValuesAndPrefixes) {
+  const std::string binary("v\0\xff\x01 table", 10);
+  ASSERT_TRUE(put("/veer/services/ranker/version", binary).first.ok);
+  ASSERT_TRUE(put("/veer/services/ranker/nodes/n1", "1").first.ok);
+  ASSERT_TRUE(put("/veer/services/rankerz", "other").first.ok);
+  auto [s, one] = range("/veer/services/ranker/version", false);
+  ASSERT_TRUE(s.ok) << s.error;
+  ASSERT_EQ(one.kvs.size(), 1u);
+  EXPECT_EQ(one.kvs[0].value, binary);
+  EXPECT_EQ(one.kvs[0].version, 1);
+  EXPECT_GT(one.kvs[0].create_revision, 0);
+  EXPECT_GT(one.header.member_id, 0u);
+  auto [s2, all] = range("/veer/services/ranker/", true);
+  ASSERT_TRUE(s2.ok) << s2.error;
+  ASSERT_EQ(all.kvs.size(), 2u) << "the prefix ends at the slash: rankerz is not in it";
+  auto [s3, none] = range("/veer/absent", false);
+  EXPECT_TRUE(s3.ok);
+  EXPECT_TRUE(none.kvs.empty());
+}
+
+TEST_F(EtcdClientTest, ATxnGuardedByTheElectionKeysCreateRevisionWritesNothingOnceItWasRecreated) {
+  ASSERT_TRUE(put("/veer/leader", "node-1").first.ok);
+  const int64_t term_of_node1 = range("/veer/leader", false).second.kvs.at(0).create_revision;
+  const Compare held{"/veer/leader", Compare::Target::CreateRevision, Compare::Result::Equal, term_of_node1, {}};
+  auto [s, won] = txn({held}, {Op{Op::Kind::Put, "/veer/services/ranker/version", "v1", 0}});
+  ASSERT_TRUE(s.ok) << s.error;
+  EXPECT_TRUE(won.succeeded);
+  // node-1 is deposed: its key goes (lease expiry) and node-2 campaigns.
+  ASSERT_TRUE(txn({}, {Op{Op::Kind::Delete, "/veer/leader", {}, 0}}).first.ok);
+  ASSERT_TRUE(put("/veer/leader", "node-2").first.ok);
+  auto [s2, lost] = txn({held}, {Op{Op::Kind::Put, "/veer/services/ranker/version", "v2 from the deposed", 0}},
+                        {Op{Op::Kind::Range, "/veer/leader", {}, 0}});
+  ASSERT_TRUE(s2.ok) << s2.error;
+  EXPECT_FALSE(lost.succeeded);
+  ASSERT_EQ(lost.ranges.size(), 1u);
+  ASSERT_EQ(lost.ranges[0].size(), 1u);
+  EXPECT_EQ(lost.ranges[0][0].value, "node-2") << "the failure branch tells who holds it now";
+  EXPECT_EQ(range("/veer/services/ranker/version", false).second.kvs.at(0).value, "v1");
+}
+
+TEST_F(EtcdClientTest, KeysUnderALeaseVanishWhenItIsRevokedAndKeepaliveRenewsIt) {
+  auto [g, lease] = wait_call<LeaseAnswer>(io_, [&](auto cb) { client_->lease_grant(5, cb); });
+  ASSERT_TRUE(g.ok) << g.error;
+  EXPECT_EQ(lease.ttl, 5);
+  ASSERT_TRUE(put("/veer/nodes/n1", "report", lease.id).first.ok);
+  EXPECT_EQ(range("/veer/nodes/n1", false).second.kvs.at(0).lease, lease.id);
+  auto [k, kept] = wait_call<LeaseAnswer>(io_, [&](auto cb) { client_->lease_keepalive(lease.id, cb); });
+  ASSERT_TRUE(k.ok) << k.error;
+  EXPECT_EQ(kept.id, lease.id);
+  EXPECT_EQ(kept.ttl, 5);
+  ASSERT_TRUE(wait_call<Header>(io_, [&](auto cb) { client_->lease_revoke(lease.id, cb); }).first.ok);
+  EXPECT_TRUE(range("/veer/nodes/n1", false).second.kvs.empty());
+  auto [k2, gone] = wait_call<LeaseAnswer>(io_, [&](auto cb) { client_->lease_keepalive(lease.id, cb); });
+  EXPECT_TRUE(!k2.ok || gone.ttl <= 0) << "a revoked lease is not renewed";
+  // A put under a lease that does not exist is refused, with etcd's reason.
+  auto [p, _] = put("/veer/nodes/n2", "x", lease.id);
+  EXPECT_FALSE(p.ok);
+  EXPECT_NE(p.error.find("lease not found"), std::string::npos) << p.error;
+  EXPECT_FALSE(p.unreachable);
+}
+
+TEST_F(EtcdClientTest, AnEndpointThatDoesNotAnswerIsSkippedAndNoneAnsweringIsUnreachable) {
+  const std::string dead = "http://127.0.0.1:" + std::to_string(free_port());
+  Client two(io_.io, {dead, server_.url()});
+  auto [s, a] = wait_call<RangeAnswer>(io_, [&](auto cb) { two.range("x", false, cb); });
+  EXPECT_TRUE(s.ok) << s.error;
+  EXPECT_EQ(s.endpoint, server_.url());
+  Client none(io_.io, {dead});
+  auto [s2, b] = wait_call<RangeAnswer>(io_, [&](auto cb) { none.range("x", false, cb); });
+  EXPECT_FALSE(s2.ok);
+  EXPECT_TRUE(s2.unreachable);
+  EXPECT_NE(s2.error.find(dead), std::string::npos) << s2.error;
+}
+
+// ---------------------------------------------------------------------------
+// the codec, without etcd
+
+TEST(EtcdGateway, PrefixRangeEndFollowsClientv3) {
+  EXPECT_EQ(prefix_range_end("/veer/"), "/veer0");
+  EXPECT_EQ(prefix_range_end(std::string("a\xff", 2)), "b");
+  EXPECT_EQ(prefix_range_end(std::string("\xff\xff", 2)), std::string(1, '\0'));
+  EXPECT_EQ(prefix_range_end(""), std::string(1, '\0'));
+}
+
+TEST(EtcdGateway, AnswersThatAreNotWhatTheyShouldBeAreRefusedWithTheReason) {
+  const std::string header = R"("header":{"revision":"7","member_id":"13668033151171901709","raft_term":"2"})";
+  const RangeAnswer ok = read_range("{" + header + R"(,"kvs":[{"key":"Zm9v","value":"YmFy","mod_revision":"7"}]})");
+  EXPECT_EQ(ok.header.revision, 7);
+  EXPECT_EQ(ok.header.member_id, 13668033151171901709ULL);
+  EXPECT_EQ(ok.kvs.at(0).key, "foo");
+  EXPECT_EQ(ok.kvs.at(0).value, "bar");
+  EXPECT_EQ(ok.kvs.at(0).create_revision, 0) << "absent fields are 0";
+  for (const std::string& bad : {std::string("not json"), std::string("[]"), std::string("{}"),
+                                 "{" + header + R"(,"kvs":{}})",
+                                 "{" + header + R"(,"kvs":[{"key":"!!!!"}]})",
+                                 "{" + header + R"(,"kvs":[{"key":"Zm9v","mod_revision":"7x"}]})",
+                                 "{" + header + R"(,"kvs":[{"key":"Zm9v","mod_revision":true}]})"})
+    EXPECT_THROW(read_range(bad), EtcdAnswerError) << bad;
+  EXPECT_FALSE(read_txn("{" + header + "}").succeeded) << "etcd leaves out a false succeeded";
+  EXPECT_THROW(read_txn("{" + header + R"(,"succeeded":"yes"})"), EtcdAnswerError);
+  EXPECT_THROW(read_lease_grant("{" + header + R"(,"ID":"0","TTL":"0","error":"etcdserver: no space"})"),
+               EtcdAnswerError);
+  EXPECT_EQ(error_message(R"({"error":"etcdserver: requested lease not found","code":5,"message":"etcdserver: requested lease not found"})"),
+            "etcdserver: requested lease not found");
+  EXPECT_EQ(error_message("not json"), std::nullopt);
+}
+
+TEST(EtcdGateway, RequestBodiesCarryBase64KeysAndStringNumbers) {
+  const auto txn = nlohmann::json::parse(
+      txn_body({Compare{"/veer/leader", Compare::Target::CreateRevision, Compare::Result::Equal, 42, {}}},
+               {Op{Op::Kind::Put, "k", "v", 7}}, {}));
+  EXPECT_EQ(txn["compare"][0]["key"], "L3ZlZXIvbGVhZGVy");
+  EXPECT_EQ(txn["compare"][0]["create_revision"], "42");
+  EXPECT_EQ(txn["compare"][0]["target"], "CREATE");
+  EXPECT_EQ(txn["success"][0]["request_put"]["lease"], "7");
+  const auto range = nlohmann::json::parse(range_body("/veer/", true));
+  EXPECT_EQ(range["range_end"], "L3ZlZXIw");
+}
+
+}  // namespace
+}  // namespace veer::etcd
