@@ -4,10 +4,14 @@
 // and the JSON gateway codec on answers that are not what they should be.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <condition_variable>
 #include <cstdlib>
+#include <mutex>
+#include <optional>
 #include <filesystem>
 #include <future>
 #include <thread>
@@ -16,6 +20,7 @@
 
 #include "net_test_support.h"
 #include "veer/etcd_client.h"
+#include "veer/etcd_watch.h"
 
 namespace veer::etcd {
 namespace {
@@ -53,6 +58,7 @@ class EtcdServer {
                                            "--initial-cluster", "t=" + peer, "--log-level", "error"};
     pid_ = ::fork();
     if (pid_ == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // a test binary that dies takes its etcd along
       const std::string log = dir_ + "/etcd.log";
       freopen(log.c_str(), "w", stdout);
       freopen(log.c_str(), "a", stderr);
@@ -73,6 +79,13 @@ class EtcdServer {
     std::filesystem::remove_all(dir_, ignored);
   }
   const std::string& url() const { return url_; }
+  void kill() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+      pid_ = -1;
+    }
+  }
 
  private:
   std::string dir_;
@@ -191,6 +204,110 @@ TEST_F(EtcdClientTest, AnEndpointThatDoesNotAnswerIsSkippedAndNoneAnsweringIsUnr
   EXPECT_FALSE(s2.ok);
   EXPECT_TRUE(s2.unreachable);
   EXPECT_NE(s2.error.find(dead), std::string::npos) << s2.error;
+}
+
+// What a watch delivered, collected on the io thread and read by the test thread.
+struct WatchLog {
+  std::mutex mu;
+  std::vector<WatchMessage> messages;
+  std::optional<Status> ended;
+  std::condition_variable changed;
+
+  template <typename Pred>
+  bool wait(Pred pred, std::chrono::milliseconds timeout = 10s) {
+    std::unique_lock lock(mu);
+    return changed.wait_for(lock, timeout, [&] { return pred(*this); });
+  }
+  std::vector<std::pair<WatchEvent::Type, std::string>> events() {
+    std::vector<std::pair<WatchEvent::Type, std::string>> out;
+    for (const auto& m : messages)
+      for (const auto& e : m.events) out.push_back({e.type, e.kv.key + "=" + e.kv.value});
+    return out;
+  }
+};
+
+std::shared_ptr<Watch> start_watch(net::test::IoThread& io, const std::string& url, const std::string& key,
+                                   bool prefix, int64_t from, std::shared_ptr<WatchLog> log) {
+  return io.run([&] {
+    return watch(
+        io.io, url, key, prefix, from, WatchOptions{},
+        [log](const WatchMessage& m) {
+          std::lock_guard lock(log->mu);
+          log->messages.push_back(m);
+          log->changed.notify_all();
+        },
+        [log](Status s) {
+          std::lock_guard lock(log->mu);
+          log->ended = s;
+          log->changed.notify_all();
+        });
+  });
+}
+
+size_t event_count(WatchLog& l) {
+  size_t n = 0;
+  for (const auto& m : l.messages) n += m.events.size();
+  return n;
+}
+
+TEST_F(EtcdClientTest, AWatchFromARevisionReplaysThenFollowsPutsAndDeletesUntilCancelled) {
+  ASSERT_TRUE(put("/veer/v/ranker", "1").first.ok);
+  const int64_t first = range("/veer/v/ranker", false).second.kvs.at(0).mod_revision;
+  ASSERT_TRUE(put("/veer/v/ranker", "2").first.ok);
+  auto log = std::make_shared<WatchLog>();
+  auto w = start_watch(io_, server_.url(), "/veer/v/", true, first, log);
+  ASSERT_TRUE(log->wait([](WatchLog& l) { return event_count(l) >= 2; })) << "the two puts since " << first;
+  ASSERT_TRUE(put("/veer/v/ranker", "3").first.ok);
+  ASSERT_TRUE(put("/veer/other", "not watched").first.ok);
+  ASSERT_TRUE(txn({}, {Op{Op::Kind::Delete, "/veer/v/ranker", {}, 0}}).first.ok);
+  ASSERT_TRUE(log->wait([](WatchLog& l) { return event_count(l) >= 4; }));
+  {
+    std::lock_guard lock(log->mu);
+    EXPECT_TRUE(log->messages.at(0).created) << "the first message says the watch exists";
+    using T = WatchEvent::Type;
+    EXPECT_EQ(log->events(), (std::vector<std::pair<T, std::string>>{
+                                 {T::Put, "/veer/v/ranker=1"}, {T::Put, "/veer/v/ranker=2"},
+                                 {T::Put, "/veer/v/ranker=3"}, {T::Delete, "/veer/v/ranker="}}));
+    EXPECT_FALSE(log->ended.has_value());
+  }
+  io_.run([&] { w->cancel(); return 0; });
+  ASSERT_TRUE(log->wait([](WatchLog& l) { return l.ended.has_value(); }));
+  EXPECT_EQ(log->ended->error, "cancelled");
+}
+
+TEST_F(EtcdClientTest, AWatchEndsWhenEtcdGoesAwayOrItsStartRevisionWasCompacted) {
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(put("/veer/c", std::to_string(i)).first.ok);
+  const int64_t now = range("/veer/c", false).second.header.revision;
+  // veer never compacts; an operator (or etcd's auto-compaction) does, as here with etcdctl.
+  const std::string compact = "ETCDCTL_API=3 etcdctl --endpoints=" + server_.url() + " compaction " +
+                              std::to_string(now) + " > /dev/null 2>&1";
+  ASSERT_EQ(std::system(compact.c_str()), 0) << compact;
+  auto log = std::make_shared<WatchLog>();
+  auto w = start_watch(io_, server_.url(), "/veer/c", false, 2, log);
+  ASSERT_TRUE(log->wait([](WatchLog& l) { return l.ended.has_value(); }));
+  EXPECT_NE(log->ended->error.find("compacted"), std::string::npos) << log->ended->error;
+
+  auto live = std::make_shared<WatchLog>();
+  auto w2 = start_watch(io_, server_.url(), "/veer/c", false, 0, live);
+  ASSERT_TRUE(live->wait([](WatchLog& l) { return !l.messages.empty(); }));
+  server_.kill();
+  ASSERT_TRUE(live->wait([](WatchLog& l) { return l.ended.has_value(); }));
+  EXPECT_TRUE(live->ended->unreachable) << live->ended->error;
+}
+
+TEST(EtcdGateway, WatchMessagesAreReadStrictly) {
+  const WatchMessage m = read_watch_message(
+      R"({"result":{"header":{"revision":"9"},"events":[{"kv":{"key":"YQ==","value":"Yg==","mod_revision":"9"}},)"
+      R"({"type":"DELETE","kv":{"key":"YQ==","mod_revision":"10"}}]}})");
+  EXPECT_EQ(m.header.revision, 9);
+  ASSERT_EQ(m.events.size(), 2u);
+  EXPECT_EQ(m.events[0].type, WatchEvent::Type::Put);
+  EXPECT_EQ(m.events[0].kv.value, "b");
+  EXPECT_EQ(m.events[1].type, WatchEvent::Type::Delete);
+  for (const char* bad : {"{}", "[]", "x", R"({"result":{"events":{}}})", R"({"result":{"events":[{"type":"PUT"}]}})",
+                          R"({"result":{"events":[{"type":"MOVE","kv":{}}]}})", R"({"result":{"created":"yes"}})",
+                          R"({"error":"etcdserver: mvcc: required revision has been compacted"})"})
+    EXPECT_THROW(read_watch_message(bad), EtcdAnswerError) << bad;
 }
 
 // ---------------------------------------------------------------------------
