@@ -886,10 +886,21 @@ class RolloutCase(VeerCase):
 
     def wait_status(self, what, predicate, timeout, service="ranker", period=0.1):
         """Polls the service status until PREDICATE(svc) holds; returns (svc, seconds)."""
+        seen = {}
+
         def check():
             svc = self.status(service)
+            seen["svc"] = svc
             return svc if predicate(svc) else None
-        return wait_for(what, check, timeout, period)
+        try:
+            return wait_for(what, check, timeout, period)
+        except AssertionError as exc:
+            # What the rollout did instead (an abort, a hold), so that a failure explains itself.
+            svc = seen.get("svc")
+            if svc and svc.get("rollout"):
+                self.print_events(service=service)
+                raise AssertionError(f"{exc}; status then: {format_rollout(svc)}") from None
+            raise
 
     def right_after_an_evaluation(self, change, service="ranker", timeout=10):
         """Sends CHANGE (a KnobChange) as soon as the service's status shows a new gate evaluation (a gate's "at"
