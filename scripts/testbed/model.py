@@ -8,7 +8,8 @@ knobs that were current when its head arrived and a change takes effect for new 
                | "uniform:MIN_MS:MAX_MS"; a plain number is "fixed:NUMBER"
   error_rate   share of model requests answered "500 Internal Server Error"           (0..1)
   reset_rate   share of model requests answered with a TCP RST (SO_LINGER 0, close)  (0..1)
-               error_rate + reset_rate <= 1; one uniform draw per request picks reset, 500 or 200
+               error_rate + reset_rate <= 1; a point per request of an evenly spread (golden-ratio) sequence picks
+               reset, 500 or 200: any run of n requests holds n x rate of each within about two
   predictions  label distribution of the predicted class of each 200 answer: "cat:0.7,dog:0.3" or a JSON
                object; weights >= 0 are normalized; "" / "none" / {} = no prediction
 
