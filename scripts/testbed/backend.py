@@ -45,9 +45,6 @@ MAX_BODY = 1 << 20
 LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST and drops unsent data
 
 
-# (sqrt(5) - 1) / 2: the rotation whose multiples spread most evenly over [0, 1) (three-gap theorem)
-GOLDEN_RATIO_CONJUGATE = 0.6180339887498949
-
 class Counter:
     def __init__(self, *fields):
         self.fields = fields
@@ -83,23 +80,13 @@ class Backend:
         self.variant = variant
         self.knobs = knobs or model.Knobs()
         self.rng = model.make_rng(seed)
-        # The reset/500/200 outcome of a request is read off a golden-ratio (Weyl) sequence from a random
-        # start, not an independent draw: over any run of n requests the share of 500s (and of resets) is
-        # within about two requests of the knob, as a test that injects "2 % errors" means. With independent
-        # draws a 1 s gate window of 150 requests at 2 % holds no 500 at all one time in twenty, and a gate
-        # with failure_limit 0 then trips one interval late (a flaky e2e test, not a veer defect).
-        self.outcome_phase = self.rng.random()
+        self.outcomes = model.OutcomeSequence(self.rng)
         self.metrics = model.ModelMetrics(variant)
         self.model = Counter("ok", "errors", "injected_resets")
         self.http = Counter("connections", "requests", "resets")
         self.echo = Counter("connections", "lines", "resets")
         self.udp = Counter("datagrams")
         self.body = (variant + "\n").encode()
-
-    def next_outcome(self):
-        """The next point of the outcome sequence in [0, 1) (see outcome_phase)."""
-        self.outcome_phase = (self.outcome_phase + GOLDEN_RATIO_CONJUGATE) % 1.0
-        return self.outcome_phase
 
     def stats(self):
         return {
@@ -161,7 +148,7 @@ class Backend:
             delay = knobs.latency.draw(self.rng)
             if delay > 0:
                 await asyncio.sleep(delay)
-        u = self.next_outcome() if knobs.active else 1.0
+        u = self.outcomes.next() if knobs.active else 1.0
         if u < knobs.reset_rate:
             self.metrics.reset_sent()
             if client is not None:

@@ -311,3 +311,21 @@ class ModelMetrics:
 
 def make_rng(seed=None):
     return random.Random(seed)
+
+
+class OutcomeSequence:
+    """Where each model request falls in [0, 1) for the reset/500/200 choice: a golden-ratio (Weyl) sequence
+    from a random start, not an independent draw. Over any run of n requests the share of 500s (and of resets)
+    is within about two requests of the knob, as a test that injects "2 % errors" means; at 2 % the gap between
+    two 500s is 34, 55 or 89 requests (three-gap theorem). With independent draws a 1 s gate window of 150
+    requests at 2 % holds no 500 at all one time in twenty, and a gate with failure_limit 0 then trips one
+    interval late: a flaky test of the gate, not a fault of it."""
+
+    STEP = 0.6180339887498949  # (sqrt(5) - 1) / 2: the rotation whose multiples spread most evenly
+
+    def __init__(self, rng):
+        self.point = rng.random()
+
+    def next(self):
+        self.point = (self.point + self.STEP) % 1.0
+        return self.point

@@ -7,11 +7,13 @@ import json
 import math
 import os
 import queue
+import random
 import re
 import subprocess
 import sys
 import threading
 import time
+import unittest
 
 import veer_e2e as e2e
 
@@ -129,6 +131,25 @@ class RateClient:
         self.reader.join(timeout=5)
         self.proc.stdout.close()
         self.proc.stderr.close()
+
+
+class TestOutcomeSequence(unittest.TestCase):
+    """The backends' reset/500/200 choice (model.OutcomeSequence) spreads injected errors evenly: the canary
+    e2e cases judge a failure_limit 0 gate on 1 s windows of ~150 requests at 2 %, and need a 500 in each."""
+
+    def test_every_window_holds_its_share(self):
+        sys.path.insert(0, os.path.join(e2e.ARGS.source_dir, "scripts", "testbed"))
+        import model
+        for seed in range(5):
+            seq = model.OutcomeSequence(random.Random(seed))
+            hits = [seq.next() < 0.02 for _ in range(20000)]
+            prefix = [0]
+            for h in hits:
+                prefix.append(prefix[-1] + h)
+            for n in (150, 1000):
+                counts = [prefix[i + n] - prefix[i] for i in range(len(hits) - n + 1)]
+                self.assertGreaterEqual(min(counts), 1, f"seed {seed}: a window of {n} without a 500")
+                self.assertLessEqual(max(abs(c - 0.02 * n) for c in counts), 2.0, f"seed {seed}, windows of {n}")
 
 
 class TestModelServer(e2e.VeerCase):
