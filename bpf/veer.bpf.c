@@ -63,11 +63,11 @@ VEER_INLINE int veer_process(struct veer_pkt *pkt, const enum veer_hook hook)
 		m.kind = VEER_MATCH_REUSED;
 
 	if (m.kind == VEER_MATCH_FLOW) {
-		veer_conn_client(&h, m.flow, tick);
+		tel.reset = veer_conn_client(&h, m.flow, tick) & VEER_FLOW_S_RST ? 1 : 0;
 		veer_tel_client(&h, m.flow, m.id.service_id, now, &tel);
 		veer_target_from_flow(m.flow, m.id.service_id, &t);
 	} else if (m.kind == VEER_MATCH_REPLY) {
-		veer_conn_reply(&h, m.flow, tick);
+		tel.reset = veer_conn_reply(&h, m.flow, tick) & VEER_FLOW_S_RST ? 1 : 0;
 		/* Before the rewrite: it reads the reply's own tuple and payload. */
 		veer_tel_reply(pkt, hook, &h, m.flow, m.id.service_id, &tel);
 		veer_target_from_reply(m.rev, m.flow, &t);

@@ -95,34 +95,49 @@ VEER_INLINE void veer_conn_init(const struct veer_hdrs *h, struct veer_flow *f, 
 	}
 }
 
-/* A client packet that continues its entry. */
-VEER_INLINE void veer_conn_client(const struct veer_hdrs *h, struct veer_flow *f, __u32 tick)
+/* Adds BITS to a TCP entry's state, writing the entry only when one is new;
+ * returns the new ones. */
+VEER_INLINE __u8 veer_conn_add_bits(struct veer_flow *f, __u8 bits)
 {
-	if (h->proto == VEER_PROTO_TCP) {
-		__u8 bits = veer_conn_close_bits(h, VEER_FLOW_S_FIN_CLIENT);
-		__u8 state = f->state;
+	__u8 added = bits & ~f->state;
 
-		if (bits & ~state)
-			f->state = state | bits;
-	} else if (f->seen_tick != tick) {
-		f->seen_tick = tick;
-	}
+	if (added)
+		f->state |= added;
+	return added;
 }
 
-/* A backend's reply on its entry. */
-VEER_INLINE void veer_conn_reply(const struct veer_hdrs *h, struct veer_flow *f, __u32 tick)
+/* A UDP entry saw a datagram: its tick, written at most once a tick. */
+VEER_INLINE void veer_conn_touch(struct veer_flow *f, __u32 tick)
+{
+	if (f->seen_tick != tick)
+		f->seen_tick = tick;
+}
+
+/* A client packet that continues its entry. Returns the state bits it
+ * added (TCP; 0 for UDP): telemetry counts a reset when the RST bit is new,
+ * so a connection reset counts once however many RSTs follow (the peer
+ * answers every segment still in flight with another one). */
+VEER_INLINE __u8 veer_conn_client(const struct veer_hdrs *h, struct veer_flow *f, __u32 tick)
+{
+	if (h->proto == VEER_PROTO_TCP)
+		return veer_conn_add_bits(f, veer_conn_close_bits(h, VEER_FLOW_S_FIN_CLIENT));
+	veer_conn_touch(f, tick);
+	return 0;
+}
+
+/* A backend's reply on its entry; returns the state bits it added, as
+ * veer_conn_client. */
+VEER_INLINE __u8 veer_conn_reply(const struct veer_hdrs *h, struct veer_flow *f, __u32 tick)
 {
 	if (h->proto == VEER_PROTO_TCP) {
 		__u8 bits = veer_conn_close_bits(h, VEER_FLOW_S_FIN_BACKEND);
-		__u8 state = f->state;
 
 		if (veer_is_syn_ack(h))
 			bits |= VEER_FLOW_S_ESTABLISHED;
-		if (bits & ~state)
-			f->state = state | bits;
-	} else if (f->seen_tick != tick) {
-		f->seen_tick = tick;
+		return veer_conn_add_bits(f, bits);
 	}
+	veer_conn_touch(f, tick);
+	return 0;
 }
 
 #endif /* VEER_LIB_CONN_H */

@@ -35,7 +35,7 @@
 /* What a packet contributes to its variant's counters (applied by
  * veer_count_packet with the one lookup it does anyway). */
 struct veer_tel {
-	__u8 reset;      /* a TCP RST */
+	__u8 reset;      /* the connection's first TCP RST (set by the caller, lib/conn.h) */
 	__u8 response;   /* a latency sample was taken */
 	__u8 http_class; /* 2..5, or 0: none */
 };
@@ -77,7 +77,6 @@ VEER_INLINE void veer_tel_client(const struct veer_hdrs *h, struct veer_flow *fl
 {
 	__u8 state = flow->state;
 
-	tel->reset = veer_is_rst(h);
 	if (veer_is_syn(h)) {
 		/* A SYN that continues its entry is a retransmission
 		 * (lib/conn.h): the handshake keeps the first SYN's time. Only
@@ -142,7 +141,6 @@ VEER_INLINE void veer_tel_reply(const struct veer_pkt *pkt, const enum veer_hook
 	__u64 req_ts, now, elapsed;
 	__u32 hist_key, bucket;
 
-	tel->reset = veer_is_rst(h);
 	if (veer_is_syn_ack(h)) {
 		/* The handshake was answered: its key is the reply's own
 		 * tuple, as the SYN stored it. Only SYN-ACKs pay for this. */

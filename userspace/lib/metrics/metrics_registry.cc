@@ -272,7 +272,7 @@ void declare_veer_families(Registry& r) {
             {"service", "variant", "direction"});
   r.declare(kFlowsTotal, T::Counter, "New flows assigned to a variant.", {"service", "variant"});
   r.declare(kFlowErrorsTotal, T::Counter,
-            "Flow errors seen in the kernel: backend_reset, client_reset, handshake_timeout.",
+            "Flow errors seen in the kernel, one per connection: backend_reset, client_reset, handshake_timeout.",
             {"service", "variant", "kind"});
   r.declare(kHttpResponsesTotal, T::Counter, "HTTP/1.x responses by status class, read from the first reply bytes.",
             {"service", "variant", "class"});
