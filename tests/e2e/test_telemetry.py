@@ -2,7 +2,8 @@
 """(g) Kernel telemetry against the load client's ground truth, through the VIP at a steady rate:
 - P95 of the kernel's response-latency histogram (veer's /metrics, veer_response_latency_seconds, the delta
   over the run) within 10 % of the client's TTFB P95 for a backend with 50 ms of added latency (the status
-  windows' latency_p95_ms, one per interval, are printed next to it);
+  windows' latency_p95_ms, one per interval, are printed next to it); in an emulated guest, between the added
+  latency and the client's TTFB P95 (the client's own delay is large there);
 - 5xx responses and backend resets counted by the kernel equal to what the backend injected (its
   model_requests_total{code="500"} and /stats injected_resets), and to what the client saw.
 Config: examples/rollout-canary.yaml, rollout not started (blue 100 %)."""
@@ -14,6 +15,12 @@ import veer_e2e as e2e
 
 METRICS_URL = "http://127.0.0.1:9469/metrics"
 TIMING_ATTEMPTS = 2  # the client's TTFB includes its own event-loop delay: a loaded host may inflate one run
+# In an emulated kernel guest (VEER_E2E_SCALE > 1) the client's own delay is not small: in the 6.1 guest of
+# 2026-12-07 its TTFB p95 was 75-78 ms where the kernel saw 66 ms and the backend added 50 (error 10.8 and
+# 15.6 %, host load 1.4). There the ground truth is an interval: the kernel sees a response no earlier than the
+# backend's added latency and no later than the client does (a histogram's interpolation allowed for).
+GUEST = e2e.SCALE > 1
+INTERPOLATION_SLACK = 1.05
 
 
 class TestTelemetry(e2e.RolloutCase):
@@ -73,10 +80,13 @@ class TestTelemetry(e2e.RolloutCase):
             # P95s is another statistic than the run's P95. They must exist and see the added latency.
             self.assertIsNotNone(window_p95, "no status window with latency_p95_ms")
             self.assertGreaterEqual(window_p95, 50.0 * 0.97)
-            if rel <= 0.10:
+            self.assertLessEqual(kernel_p95, client_p95 * INTERPOLATION_SLACK,
+                                 "the kernel saw responses later than the client did")
+            if rel <= 0.10 or GUEST:
                 break
             print(f"  attempt {attempt}: outside 10 %; host load {os.getloadavg()[0]:.1f}", flush=True)
-        self.assertLessEqual(rel, 0.10)
+        if not GUEST:
+            self.assertLessEqual(rel, 0.10)
 
     def test_5xx_and_resets_equal_injected(self):
         self.tb.knobs("blue", "error_rate=0.05", "reset_rate=0.03")
