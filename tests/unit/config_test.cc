@@ -2,6 +2,8 @@
 // right values; each kind of bad file is refused with its line and reason.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <fstream>
 
@@ -336,6 +338,57 @@ TEST(Config, RefusesBadNodeValues) {
                  "node.udp_idle_timeout must be between 100ms and 24h");
   EXPECT_REFUSED(with("metrics_listen: 127.0.0.1:9469", udp + "25h"), 10, "between 100ms and 24h");
   EXPECT_REFUSED(with("metrics_listen: 127.0.0.1:9469", udp + "soon"), 10, "udp_idle_timeout");
+}
+
+// kGood with a cluster section (lines 10..) after the node section.
+std::string with_cluster(const std::string& cluster) {
+  return with("services:\n", "cluster:\n" + cluster + "services:\n");
+}
+
+TEST(Config, WithoutAClusterSectionTheNodeIsAlone) { EXPECT_FALSE(parse_config(kGood, "veer.yaml").cluster); }
+
+TEST(Config, ClusterSectionParsesWithDefaults) {
+  const Config c = parse_config(with_cluster("  endpoints: [\"http://127.0.0.1:2379\", \"http://etcd-2:2379\"]\n"),
+                                "veer.yaml");
+  ASSERT_TRUE(c.cluster);
+  EXPECT_EQ(c.cluster->endpoints, (std::vector<std::string>{"http://127.0.0.1:2379", "http://etcd-2:2379"}));
+  EXPECT_EQ(c.cluster->prefix, "/veer");
+  EXPECT_EQ(c.cluster->lease_ttl, Millis{5000});
+  EXPECT_EQ(c.cluster->min_nodes, 0u);
+  char host[256] = {};
+  ASSERT_EQ(::gethostname(host, sizeof host - 1), 0);
+  EXPECT_EQ(c.cluster->node_name, host);  // default: the host name
+
+  const Config d = parse_config(with_cluster("  endpoints: [\"http://10.9.0.1:2379\"]\n  node_name: lb-2.zone_a\n"
+                                             "  prefix: /prod/veer\n  lease_ttl: 3s\n  min_nodes: 2\n"),
+                                "veer.yaml");
+  EXPECT_EQ(d.cluster->node_name, "lb-2.zone_a");
+  EXPECT_EQ(d.cluster->prefix, "/prod/veer");
+  EXPECT_EQ(d.cluster->lease_ttl, Millis{3000});
+  EXPECT_EQ(d.cluster->min_nodes, 2u);
+}
+
+TEST(Config, RefusesBadClusterValues) {
+  const std::string ep = "  endpoints: [\"http://127.0.0.1:2379\"]\n";
+  EXPECT_REFUSED(with_cluster("  node_name: a\n"), 10, "cluster.endpoints is required");
+  EXPECT_REFUSED(with_cluster("  endpoints: []\n"), 11, "list of 1 to 16 etcd endpoints");
+  EXPECT_REFUSED(with_cluster("  endpoints: http://127.0.0.1:2379\n"), 11, "list of 1 to 16 etcd endpoints");
+  EXPECT_REFUSED(with_cluster("  endpoints: [\"https://127.0.0.1:2379\"]\n"), 11, "https is not supported yet");
+  EXPECT_REFUSED(with_cluster("  endpoints: [\"127.0.0.1:2379\"]\n"), 11, "is not http://HOST:PORT");
+  EXPECT_REFUSED(with_cluster("  endpoints: [\"http://127.0.0.1\"]\n"), 11, "is not http://HOST:PORT");
+  EXPECT_REFUSED(with_cluster("  endpoints: [\"http://a:1\", \"http://a:1\"]\n"), 11, "listed twice");
+  EXPECT_REFUSED(with_cluster(ep + "  node_name: \"lb 1\"\n"), 12, "cluster.node_name must be");
+  EXPECT_REFUSED(with_cluster(ep + "  node_name: " + std::string(64, 'a') + "\n"), 12, "1 to 63 characters");
+  EXPECT_REFUSED(with_cluster(ep + "  node_name: a/b\n"), 12, "got 'a/b'");
+  EXPECT_REFUSED(with_cluster(ep + "  prefix: veer\n"), 12, "cluster.prefix must start with '/'");
+  EXPECT_REFUSED(with_cluster(ep + "  prefix: /veer/\n"), 12, "not end with '/'");
+  EXPECT_REFUSED(with_cluster(ep + "  prefix: /a//b\n"), 12, "cluster.prefix");
+  EXPECT_REFUSED(with_cluster(ep + "  prefix: /\n"), 12, "cluster.prefix");
+  EXPECT_REFUSED(with_cluster(ep + "  lease_ttl: 1s\n"), 12, "between 2s and 10m");
+  EXPECT_REFUSED(with_cluster(ep + "  lease_ttl: 2500ms\n"), 12, "whole seconds");
+  EXPECT_REFUSED(with_cluster(ep + "  min_nodes: -1\n"), 12, "cluster.min_nodes must be an integer");
+  EXPECT_REFUSED(with_cluster(ep + "  tls: {ca: /x}\n"), 12, "unknown key 'tls' in cluster");
+  EXPECT_REFUSED(with_cluster("  - http://127.0.0.1:2379\n"), 11, "cluster must be a mapping");
 }
 
 TEST(Config, RefusesBadServiceValues) {

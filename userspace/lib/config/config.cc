@@ -125,6 +125,7 @@ class Parser {
   std::string absolute_path(const Field& f) const;
 
   NodeConfig parse_node(const Field& f) const;
+  ClusterConfig parse_cluster(const Field& f) const;
   ServiceConfig parse_service(const YAML::Node& n, std::vector<std::string>& warnings) const;
   void parse_variants(const Field& f, ServiceConfig& svc) const;
   void parse_weights(const Field& f, ServiceConfig& svc, std::vector<std::pair<Mark, Field>>& ws) const;
@@ -235,6 +236,26 @@ bool valid_variant_name(std::string_view n) {
     if (!ok) return false;
   }
   return true;
+}
+
+bool valid_node_name(std::string_view n) {
+  if (n.empty() || n.size() > 63) return false;
+  for (char c : n) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '.' || c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+bool valid_cluster_prefix(std::string_view p) {
+  if (p.size() < 2 || p.size() > 128 || p.front() != '/' || p.back() == '/') return false;
+  for (char c : p) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '/' || c == '.' || c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return p.find("//") == std::string_view::npos;
 }
 
 bool valid_listen(std::string_view text) {
@@ -364,6 +385,56 @@ void Parser::parse_variants(const Field& f, ServiceConfig& svc) const {
     if (!have_backends) fail(vf.key_mark, what + " needs backends");
     svc.variants.push_back(std::move(v));
   }
+}
+
+ClusterConfig Parser::parse_cluster(const Field& cf) const {
+  ClusterConfig c;
+  auto fs = fields(cf.value, where(cf), "cluster", {"endpoints", "node_name", "prefix", "lease_ttl", "min_nodes"});
+  bool have_endpoints = false;
+  for (const auto& f : fs) {
+    if (f.key == "endpoints") {
+      have_endpoints = true;
+      if (!f.value || !f.value.IsSequence() || f.value.size() == 0 || f.value.size() > 16)
+        fail(where(f), "cluster.endpoints must be a list of 1 to 16 etcd endpoints (http://HOST:PORT)");
+      for (const auto& item : f.value) {
+        if (!item.IsScalar()) fail(item.Mark(), "cluster.endpoints: each entry must be http://HOST:PORT");
+        const std::string e = item.Scalar();
+        if (e.rfind("https://", 0) == 0)
+          fail(item.Mark(), "cluster.endpoints: https is not supported yet (etcd's plain http listener only)");
+        if (e.rfind("http://", 0) != 0 || !valid_listen(e.substr(7)))
+          fail(item.Mark(), "cluster.endpoints: '" + e + "' is not http://HOST:PORT");
+        for (const auto& seen : c.endpoints)
+          if (seen == e) fail(item.Mark(), "cluster.endpoints: '" + e + "' is listed twice");
+        c.endpoints.push_back(e);
+      }
+    } else if (f.key == "node_name") {
+      c.node_name = scalar(f, "cluster.node_name");
+      if (!valid_node_name(c.node_name))
+        fail(where(f), "cluster.node_name must be 1 to 63 characters of a-z, A-Z, 0-9, '.', '_' or '-', got '" +
+                           c.node_name + "'");
+    } else if (f.key == "prefix") {
+      c.prefix = scalar(f, "cluster.prefix");
+      if (!valid_cluster_prefix(c.prefix))
+        fail(where(f), "cluster.prefix must start with '/', not end with '/', and hold 2 to 128 characters of "
+                       "a-z, A-Z, 0-9, '/', '.', '_' or '-', got '" + c.prefix + "'");
+    } else if (f.key == "lease_ttl") {
+      c.lease_ttl = duration(f, "cluster.lease_ttl");
+      // etcd 3.4 grants at least about 2 s (its minimum TTL follows the election timeout), and whole seconds.
+      if (c.lease_ttl < Millis{2000} || c.lease_ttl > Millis{600000} || c.lease_ttl.count() % 1000 != 0)
+        fail(where(f), "cluster.lease_ttl must be whole seconds between 2s and 10m");
+    } else if (f.key == "min_nodes") {
+      c.min_nodes = static_cast<uint32_t>(integer(f, "cluster.min_nodes", 0, 1024, false));
+    }
+  }
+  if (!have_endpoints) fail(cf.key_mark, "cluster.endpoints is required");
+  if (c.node_name.empty()) {
+    char host[256] = {};
+    if (::gethostname(host, sizeof host - 1) != 0 || !valid_node_name(host))
+      fail(cf.key_mark, "cluster.node_name is not set and the host name '" + std::string(host) +
+                            "' is not a valid node name: set cluster.node_name");
+    c.node_name = host;
+  }
+  return c;
 }
 
 ServiceConfig Parser::parse_service(const YAML::Node& n, std::vector<std::string>& warnings) const {
@@ -838,13 +909,15 @@ RolloutConfig Parser::parse_rollout(const Field& rf, const ServiceConfig& svc) c
 Config Parser::parse(const YAML::Node& root) {
   Config cfg;
   if (!root || root.IsNull()) throw ConfigError(file_, 1, 1, "the config is empty");
-  auto fs = fields(root, root.Mark(), "the config", {"node", "services"});
+  auto fs = fields(root, root.Mark(), "the config", {"node", "cluster", "services"});
   const Field* node = nullptr;
+  const Field* cluster = nullptr;
   const Field* services = nullptr;
-  for (const auto& f : fs) (f.key == "node" ? node : services) = &f;
+  for (const auto& f : fs) (f.key == "node" ? node : f.key == "cluster" ? cluster : services) = &f;
   if (!node) fail(root.Mark(), "the config is missing required key 'node'");
   if (!services) fail(root.Mark(), "the config is missing required key 'services'");
   cfg.node = parse_node(*node);
+  if (cluster) cfg.cluster = parse_cluster(*cluster);
 
   if (!services->value || !services->value.IsSequence() || services->value.size() == 0)
     fail(where(*services), "services must be a list of 1 to 64 services");

@@ -40,6 +40,18 @@ struct NodeConfig {
   Millis udp_idle_timeout{30000};
 };
 
+// The optional `cluster:` section (fleet mode): many veerd's run one table
+// per service through etcd. Absent: a single node, as without it.
+struct ClusterConfig {
+  std::vector<std::string> endpoints;  // "http://HOST:PORT" of etcd members (its v3 JSON gateway)
+  std::string node_name;               // default: the host name
+  std::string prefix = "/veer";        // every key of the fleet starts with it
+  Millis lease_ttl{5000};              // the node's etcd lease; the leader's too
+  // A fleet-wide gate measurement needs fresh reports of this many nodes
+  // (0: every live node), else it is Inconclusive.
+  uint32_t min_nodes = 0;
+};
+
 struct VariantConfig {
   std::string name;
   std::vector<Endpoint> backends;  // config order; the index is the backend id
@@ -65,6 +77,7 @@ struct ServiceConfig {
 
 struct Config {
   NodeConfig node;
+  std::optional<ClusterConfig> cluster;
   std::vector<ServiceConfig> services;
   std::vector<std::string> warnings;  // accepted but noteworthy
 
