@@ -582,6 +582,38 @@ TEST(ServiceTables, BadInputWritesNothing) {
   EXPECT_EQ(tables.applied_weights(kId), (std::vector<uint32_t>{10000, 0}));
 }
 
+TEST(ServiceTables, APublishedTableGoesInWithItsDrainsInOneFlipAndABadOneWritesNothing) {
+  MemoryMaps maps;
+  ServiceTables tables(maps, kSeed);
+  const ServiceConfig svc = ranker();
+  tables.install(kId, svc, {10000, 0});
+  const uint8_t active_before = maps.service(svc)->active_table;
+  // What another node built for weights 70/30 with blue's backend 1 draining.
+  VariantBackends backends(2);
+  for (size_t v = 0; v < 2; ++v)
+    for (const auto& ep : svc.variants[v].backends) backends[v].push_back(BackendSpec{ep, false});
+  backends[0][1].draining = true;
+  const SlotTable published = build_table({7000, 3000}, 0, backends, kSeed);
+  tables.set_table(kId, published, {{1}, {}});
+  EXPECT_EQ(tables.active_table(kId), published);
+  EXPECT_EQ(maps.service(svc)->active_table, 1 - active_before);  // one flip
+  EXPECT_EQ(tables.applied_weights(kId), (std::vector<uint32_t>{7000, 3000}));
+  const uint32_t index = (kId * VEER_MAX_VARIANTS + 0) * VEER_MAX_BACKENDS + 1;
+  EXPECT_EQ(maps.backends.at(index).flags, VEER_BACKEND_F_PRESENT | VEER_BACKEND_F_DRAINING);
+
+  const size_t mark = maps.log.size();
+  SlotTable bad = published;
+  bad.slots[17] = veer_slot{2, 0};  // a third variant this service lacks
+  EXPECT_THROW(tables.set_table(kId, bad, {{}, {}}), std::invalid_argument);
+  bad = published;
+  bad.slots[17] = veer_slot{0, 9};  // a backend blue lacks
+  EXPECT_THROW(tables.set_table(kId, bad, {{}, {}}), std::invalid_argument);
+  EXPECT_THROW(tables.set_table(kId, published, {{5}, {}}), std::invalid_argument);
+  EXPECT_THROW(tables.set_table(kId, published, {{}}), std::invalid_argument);
+  EXPECT_EQ(maps.log.size(), mark);
+  EXPECT_EQ(tables.active_table(kId), published);
+}
+
 TEST(ServiceTables, ServiceKeyIsNetworkOrder) {
   const ServiceConfig svc = make_service("v6", "fd00::100", 5353, Protocol::Udp, {{"a", {"[fd00::1]:1"}}}, "a");
   const veer_service_key k = service_key(svc);

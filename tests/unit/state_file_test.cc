@@ -43,6 +43,7 @@ NodeState sample_state() {
   s.services["ranker"].weights_bp = {{"blue", 9000}, {"green", 500}, {"canary", 500}};
   s.services["ranker"].draining = {"10.1.1.2:8080", "[fd00:1::2]:8080"};
   s.services["embedder"].weights_bp = {{"v1", 9999}, {"v2", 1}};
+  s.services["embedder"].fleet_version = 42;  // fleet mode: the last version applied
   return s;
 }
 
@@ -61,6 +62,15 @@ TEST(StateFile, JsonRoundTrip) {
   const NodeState s = sample_state();
   EXPECT_EQ(state_from_json(state_to_json(s)), s);
   EXPECT_EQ(state_from_json(state_to_json(NodeState{})), NodeState{});
+}
+
+TEST(StateFile, AFleetVersionThatIsNotACountIsRefused) {
+  auto text = [](const std::string& value) {
+    return std::string(R"({"version": 1, "service_ids": {"a": 0}, "services": {"a": {"weights": {}, )") +
+           R"("draining": [], "fleet_version": )" + value + "}}}";
+  };
+  EXPECT_EQ(state_from_json(text("5")).services.at("a").fleet_version, 5u);
+  for (const char* bad : {"-1", "\"7\"", "1.5"}) EXPECT_THROW(state_from_json(text(bad)), StateFileError) << bad;
 }
 
 TEST(StateFile, WeightsAreStoredAsTwoDecimalStrings) {

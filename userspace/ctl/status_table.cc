@@ -184,6 +184,20 @@ std::string format_status(const json& r) {
         << (node->value("adopted", false) ? " (adopted)" : "") << "\n";
     if (node->contains("state_problem")) out << "warning: state not persisted: " << text(*node, "state_problem") << "\n";
   }
+  if (auto fleet = r.find("fleet"); fleet != r.end() && fleet->is_object()) {
+    out << "fleet: node " << text(*fleet, "node") << "  prefix " << text(*fleet, "prefix") << "  etcd "
+        << (fleet->value("connected", false) ? "connected" : "UNREACHABLE (tables kept): " + text(*fleet, "connection"))
+        << "\n";
+    if (auto services = fleet->find("services"); services != fleet->end() && services->is_object()) {
+      for (auto it = services->begin(); it != services->end(); ++it) {
+        out << "  " << it.key() << ": applied version " << text(*it, "applied_version") << " of "
+            << text(*it, "current_version") << " (lag " << text(*it, "lag") << ")  definition "
+            << text(*it, "definition");
+        if (it->contains("diverged")) out << "  DIVERGED, applies nothing: " << text(*it, "diverged");
+        out << "\n";
+      }
+    }
+  }
   if (auto services = r.find("services"); services != r.end() && services->is_array()) {
     for (const auto& s : *services) out << "\n" << format_service(s);
   }

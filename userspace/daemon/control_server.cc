@@ -57,7 +57,7 @@ class ControlServer::Connection : public std::enable_shared_from_this<Connection
       }
       std::string line = buffer_.substr(0, newline);
       buffer_.erase(0, newline + 1);
-      reply(server_.handler_(line), /*close_after=*/false);
+      answer(line, /*close_after=*/false);
       return;
     }
     if (buffer_.size() > kMaxLineBytes + 1) {
@@ -72,7 +72,7 @@ class ControlServer::Connection : public std::enable_shared_from_this<Connection
       } else {
         std::string line = std::move(buffer_);
         buffer_.clear();
-        reply(server_.handler_(line), /*close_after=*/true);
+        answer(line, /*close_after=*/true);
       }
       return;
     }
@@ -99,6 +99,14 @@ class ControlServer::Connection : public std::enable_shared_from_this<Connection
     buffer_.clear();
     answer_and_close(protocol::error_answer(
         ErrorCode::TooLarge, "request line longer than " + std::to_string(kMaxLineBytes) + " bytes"));
+  }
+
+  // The handler answers now or later (a fleet write waits for etcd); the
+  // connection reads nothing more until it has.
+  void answer(const std::string& line, bool close_after) {
+    server_.handler_(line, [self = shared_from_this(), close_after](ControlServer::Reply r) {
+      self->reply(std::move(r), close_after);
+    });
   }
 
   void answer_and_close(std::string answer) { write(std::move(answer), /*close_after=*/true); }

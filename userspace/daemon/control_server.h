@@ -28,8 +28,9 @@ class ControlServer {
     std::string line;
     bool then_stop = false;
   };
-  // Must not throw.
-  using Handler = std::function<Reply(std::string_view line)>;
+  // Answers LINE through REPLY, exactly once, now or later on the io
+  // thread (a fleet write answers when etcd has). Must not throw.
+  using Handler = std::function<void(std::string_view line, std::function<void(Reply)> reply)>;
   using StopCallback = std::function<void()>;
 
   static constexpr std::size_t kMaxConnections = 128;

@@ -10,6 +10,7 @@
 #include <ctime>
 
 #include "service_notify.h"
+#include "service_text.h"
 #include "tables/flow_entry.h"
 #include "veer/hash.h"
 
@@ -46,26 +47,6 @@ bool same_service(const ServiceConfig& a, const ServiceConfig& b) {
          std::equal(a.variants.begin(), a.variants.end(), b.variants.begin(), b.variants.end(), same_variant);
 }
 
-std::string variant_list(const ServiceConfig& svc) {
-  std::string out;
-  for (const auto& v : svc.variants) out += (out.empty() ? "" : ", ") + v.name;
-  return out;
-}
-
-uint32_t sum_of(const std::vector<uint32_t>& w) {
-  uint32_t s = 0;
-  for (auto x : w) s += x;
-  return s;
-}
-
-std::string weights_text(const ServiceConfig& svc, const std::vector<uint32_t>& w) {
-  std::string out;
-  for (size_t i = 0; i < svc.variants.size() && i < w.size(); ++i) {
-    out += (out.empty() ? "" : " ") + svc.variants[i].name + "=" + format_weight(w[i]);
-  }
-  return out;
-}
-
 }  // namespace
 
 Daemon::Daemon(std::string config_path, Config config, std::unique_ptr<Dataplane> dataplane, StateLoad state)
@@ -100,6 +81,7 @@ void Daemon::start() {
                  svc.vip.to_string(), svc.port, weights_text(svc, s.desired_bp));
     services_.push_back(std::move(s));
   }
+  fleet_setup();
   attachments_ = dataplane_->attach(config_.node.interfaces, config_.node.attach);
   for (const auto& a : attachments_) spdlog::info("attached to {} (ifindex {}) as {}", a.interface, a.ifindex, a.mode);
   persist();
@@ -158,6 +140,21 @@ std::string Daemon::handle_line(std::string_view line) {
     spdlog::error("control: internal error: {}", e.what());
     return protocol::error_answer(ErrorCode::Internal, e.what());
   }
+}
+
+void Daemon::handle_line_async(std::string_view line, std::function<void(std::string)> done) {
+  if (fleet_) {
+    try {
+      const protocol::Request request = protocol::parse_request(line);
+      if (fleet_request(request, done)) return;
+    } catch (const ProtocolError& e) {
+      return done(protocol::error_answer(e.code(), e.what()));
+    } catch (const std::exception& e) {
+      spdlog::error("control: internal error: {}", e.what());
+      return done(protocol::error_answer(ErrorCode::Internal, e.what()));
+    }
+  }
+  done(handle_line(line));
 }
 
 std::string Daemon::reload_now() { return handle_line(R"({"cmd":"reload"})"); }
@@ -298,7 +295,9 @@ json Daemon::status(const protocol::StatusRequest& r) {
   json reasons = json::object();
   const auto counters = dataplane_->reason_counters();
   for (const auto& [value, name] : reason_names()) reasons[name] = counters[static_cast<size_t>(value)];
-  return json{{"node", node_status()}, {"services", services}, {"reasons", reasons}};
+  json out{{"node", node_status()}, {"services", services}, {"reasons", reasons}};
+  if (fleet_) out["fleet"] = fleet_status();
+  return out;
 }
 
 void Daemon::apply_weights(Service& s, const std::vector<uint32_t>& weights_bp) {
@@ -320,8 +319,7 @@ void Daemon::apply_weights(Service& s, const std::vector<uint32_t>& weights_bp) 
   persist();
 }
 
-json Daemon::weights(const protocol::WeightsRequest& r) {
-  Service& s = service_named(r.service);
+std::vector<uint32_t> Daemon::requested_weights(const Service& s, const protocol::WeightsRequest& r) const {
   std::vector<uint32_t> w(s.config.variants.size(), 0);  // variants not named get 0
   for (const auto& [variant, bp] : r.weights_bp) {
     const int idx = s.config.variant_index(variant);
@@ -331,13 +329,15 @@ json Daemon::weights(const protocol::WeightsRequest& r) {
     }
     w[static_cast<size_t>(idx)] = bp;
   }
+  if (sum_of(w) != VEER_WEIGHT_TOTAL) {
+    throw ProtocolError(ErrorCode::BadRequest, "weights of service \"" + s.config.name + "\" sum to " +
+                                                   format_weight(sum_of(w)) + ", not 100.00");
+  }
   refuse_during_rollout(s, r.force, "weights");
-  apply_weights(s, w);
-  return service_status(s);
+  return w;
 }
 
-json Daemon::switch_variant(const protocol::SwitchRequest& r) {
-  Service& s = service_named(r.service);
+std::vector<uint32_t> Daemon::requested_switch(const Service& s, const protocol::SwitchRequest& r) const {
   const int idx = s.config.variant_index(r.variant);
   if (idx < 0) {
     throw ProtocolError(ErrorCode::NotFound, "service \"" + s.config.name + "\" has no variant \"" + r.variant +
@@ -346,7 +346,18 @@ json Daemon::switch_variant(const protocol::SwitchRequest& r) {
   refuse_during_rollout(s, r.force, "switch");
   std::vector<uint32_t> w(s.config.variants.size(), 0);
   w[static_cast<size_t>(idx)] = VEER_WEIGHT_TOTAL;
-  apply_weights(s, w);
+  return w;
+}
+
+json Daemon::weights(const protocol::WeightsRequest& r) {
+  Service& s = service_named(r.service);
+  apply_weights(s, requested_weights(s, r));
+  return service_status(s);
+}
+
+json Daemon::switch_variant(const protocol::SwitchRequest& r) {
+  Service& s = service_named(r.service);
+  apply_weights(s, requested_switch(s, r));
   return service_status(s);
 }
 
@@ -423,8 +434,8 @@ json Daemon::which(const protocol::WhichRequest& r) {
   return result;
 }
 
-json Daemon::drain(const protocol::DrainRequest& r) {
-  Service& s = service_named(r.service);
+std::vector<std::pair<unsigned, unsigned>> Daemon::requested_drain(const Service& s,
+                                                                    const protocol::DrainRequest& r) const {
   std::vector<std::pair<unsigned, unsigned>> matches;
   for (size_t v = 0; v < s.config.variants.size(); ++v) {
     const auto& backends = s.config.variants[v].backends;
@@ -436,7 +447,12 @@ json Daemon::drain(const protocol::DrainRequest& r) {
     throw ProtocolError(ErrorCode::NotFound, "service \"" + s.config.name + "\" has no backend " +
                                                  r.backend.to_string());
   }
-  for (const auto& [v, b] : matches) tables_->set_draining(s.id, v, b, !r.undo);
+  return matches;
+}
+
+json Daemon::drain(const protocol::DrainRequest& r) {
+  Service& s = service_named(r.service);
+  for (const auto& [v, b] : requested_drain(s, r)) tables_->set_draining(s.id, v, b, !r.undo);
   auto& draining = state_.services[s.config.name].draining;
   if (r.undo) {
     draining.erase(r.backend.to_string());

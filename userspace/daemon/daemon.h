@@ -9,6 +9,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -27,6 +28,13 @@
 #include "control/state_file.h"
 
 namespace veer {
+namespace fleet {
+struct TableVersion;
+}
+using fleet_version_t = fleet::TableVersion;
+namespace metrics {
+class Registry;
+}
 
 class Daemon {
  public:
@@ -39,6 +47,10 @@ class Daemon {
 
   // One request line -> one answer line. Never throws.
   std::string handle_line(std::string_view line);
+  // The same, answered through DONE (exactly once, on the io thread): at
+  // once, or in fleet mode, for a change of a table, once etcd has it and
+  // this node applied it.
+  void handle_line_async(std::string_view line, std::function<void(std::string)> done);
 
   // reload as the SIGHUP handler runs it; returns the answer line.
   std::string reload_now();
@@ -104,6 +116,10 @@ class Daemon {
   nlohmann::json ab(const protocol::AbRequest& r);
 
   Service& service_named(const std::string& name);  // throws not_found
+  // What a table command asks for, validated (throws ProtocolError).
+  std::vector<uint32_t> requested_weights(const Service& s, const protocol::WeightsRequest& r) const;
+  std::vector<uint32_t> requested_switch(const Service& s, const protocol::SwitchRequest& r) const;
+  std::vector<std::pair<unsigned, unsigned>> requested_drain(const Service& s, const protocol::DrainRequest& r) const;
   nlohmann::json service_status(const Service& s) const;
   nlohmann::json node_status() const;
   void apply_weights(Service& s, const std::vector<uint32_t>& weights_bp);
@@ -135,8 +151,25 @@ class Daemon {
                     const std::map<std::string, double>& values, int64_t time_ms = 0);
   void collect_handshakes();
 
+  // Fleet mode (daemon_fleet.cc): the node's etcd membership, the version
+  // fence of each service, its reports.
+  struct Fleet;
+  struct FleetDeleter {
+    void operator()(Fleet* f) const;  // where Fleet is complete (daemon_fleet.cc)
+  };
+  void fleet_setup();
+  void fleet_run(boost::asio::io_context& io);
+  // Takes a weights/switch/drain request in fleet mode (true), else false.
+  bool fleet_request(const protocol::Request& request, std::function<void(std::string)>& done);
+  void fleet_on_version(const fleet_version_t& v);
+  void fleet_report();
+  void fleet_answer_waiters(const std::string& service);
+  nlohmann::json fleet_status() const;
+  void fleet_metrics(metrics::Registry& m) const;
+
   std::string config_path_;
   Config config_;
+  std::unique_ptr<Fleet, FleetDeleter> fleet_;
   std::unique_ptr<Dataplane> dataplane_;
   std::unique_ptr<ServiceTables> tables_;
   NodeState state_;

@@ -163,6 +163,7 @@ void Daemon::run_on(boost::asio::io_context& io) {
   }
   handshake_timer_ = std::make_unique<boost::asio::steady_timer>(io);
   collect_handshakes();
+  fleet_run(io);
 }
 
 void Daemon::collect_handshakes() {
@@ -693,6 +694,7 @@ std::string Daemon::render_metrics() const {
     std::transform(n.begin(), n.end(), n.begin(), [](unsigned char c) { return std::tolower(c); });
     m.drops(n, reasons[static_cast<size_t>(value)]);
   }
+  fleet_metrics(registry);
   return registry.render();
 }
 

@@ -181,14 +181,6 @@ int main(int argc, char** argv) {
   if (!loaded) return 1;
   const veer::Config& config = *loaded;
   for (const auto& w : config.warnings) spdlog::warn("{}: {}", config_path, w);
-  if (config.cluster) {
-    // The fleet's parts (table versions, fences, reports, the etcd adapter)
-    // exist and are tested; veerd does not run them yet. Refusing is better
-    // than a node that believes it is in a fleet and is alone.
-    std::cerr << config_path << ": cluster: this veerd does not run the fleet mode yet (README, fleet mode); "
-                 "remove the cluster section to run this node alone\n";
-    return 1;
-  }
 
   signal(SIGPIPE, SIG_IGN);
   const std::optional<gid_t> veer_gid = veer::veer_group_id();
@@ -265,9 +257,10 @@ int main(int argc, char** argv) {
   };
   server = std::make_unique<veer::ControlServer>(
       io, listen_fd, socket_path, veer_gid,
-      [&daemon](std::string_view line) {
-        std::string answer = daemon->handle_line(line);
-        return veer::ControlServer::Reply{std::move(answer), daemon->stop_requested()};
+      [&daemon](std::string_view line, std::function<void(veer::ControlServer::Reply)> reply) {
+        daemon->handle_line_async(line, [&daemon, reply](std::string answer) {
+          reply(veer::ControlServer::Reply{std::move(answer), daemon->stop_requested()});
+        });
       },
       [&] {
         veer::service::stopping("shutdown requested over the control socket");

@@ -366,6 +366,24 @@ NodeReport report(const std::string& node, const std::string& epoch, uint64_t se
   return r;
 }
 
+TEST(FleetNodeReport, CountsSinceTheEpochAreTheGrowthAndACounterBelowItsBaseCountsFromZero) {
+  const KernelSample base = sample(100, 5, 40'000'000, 30);
+  KernelSample now = sample(250, 8, 40'000'000, 70);
+  now.handshake_timeouts = 4;
+  const KernelSample since = kernel_since(base, now);
+  EXPECT_EQ(since.counters.responses, 150u);
+  EXPECT_EQ(since.counters.http_5xx, 3u);
+  EXPECT_EQ(since.counters.new_flows, 40u);
+  EXPECT_EQ(since.handshake_timeouts, 4u);
+  uint64_t buckets = 0;
+  for (uint64_t n : since.latency) buckets += n;
+  EXPECT_EQ(buckets, 150u);
+  // The maps were re-created under a running veerd: what they hold now is all new.
+  const KernelSample fresh = sample(20, 1, 40'000'000, 2);
+  EXPECT_EQ(kernel_since(base, fresh).counters.responses, 20u);
+  EXPECT_EQ(kernel_since(base, fresh).counters.new_flows, 2u);
+}
+
 TEST(FleetNodeReport, RoundTripsAndRefusesWhatIsNotAReport) {
   NodeReport r = report("node-1", "e1", 4, 1765000000000, sample(100, 2, 2'000'000), sample(10, 1, 300'000'000));
   r.services["ranker"].variants["blue"].handshake_timeouts = 3;

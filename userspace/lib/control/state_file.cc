@@ -28,6 +28,7 @@ std::string state_to_json(const NodeState& state) {
     for (const auto& b : s.draining) draining.push_back(b);
     json service{{"weights", weights}, {"draining", draining}};
     if (!s.stable.empty()) service["stable"] = s.stable;
+    if (s.fleet_version) service["fleet_version"] = s.fleet_version;
     if (s.rollout) service["rollout"] = *s.rollout;
     if (!s.totals.pushed.empty() || !s.totals.flows_base.empty()) {
       json pushed = json::object();
@@ -93,6 +94,10 @@ NodeState state_from_json(std::string_view text) {
       if (auto st = it->find("stable"); st != it->end()) {
         if (!st->is_string()) throw StateFileError("services." + name + ".stable must be a string");
         s.stable = st->get<std::string>();
+      }
+      if (auto fv = it->find("fleet_version"); fv != it->end()) {
+        if (!fv->is_number_unsigned()) throw StateFileError("services." + name + ".fleet_version must be a count");
+        s.fleet_version = fv->get<uint64_t>();
       }
       if (auto r = it->find("rollout"); r != it->end() && !r->is_null()) {
         try {

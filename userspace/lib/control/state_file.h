@@ -41,6 +41,9 @@ struct ServiceState {
   // The stable variant when a rollout made another one stable than the
   // config names ("" = the config's).
   std::string stable;
+  // Fleet mode: the table version of the fleet this node applied last (0:
+  // none); a restarted node never applies it or an older one again.
+  uint64_t fleet_version = 0;
   // The rollout engine's state (resumed after a restart at the same step).
   std::optional<RolloutState> rollout;
   // Since the rollout started; empty without a rollout.

@@ -83,6 +83,15 @@ T field(const json& j, const std::string& where, const char* name) {
 
 }  // namespace
 
+KernelSample kernel_since(const KernelSample& base, const KernelSample& now) {
+  auto since = [](uint64_t b, uint64_t n) { return n >= b ? n - b : n; };
+  KernelSample out;
+  for (const auto& f : kCounters) out.counters.*f.member = since(base.counters.*f.member, now.counters.*f.member);
+  for (size_t i = 0; i < out.latency.size(); ++i) out.latency[i] = since(base.latency[i], now.latency[i]);
+  out.handshake_timeouts = since(base.handshake_timeouts, now.handshake_timeouts);
+  return out;
+}
+
 bool ServiceReport::operator==(const ServiceReport& o) const {
   if (definition != o.definition || applied_version != o.applied_version || variants.size() != o.variants.size())
     return false;

@@ -45,6 +45,11 @@ struct NodeReport {
   bool operator==(const NodeReport&) const = default;
 };
 
+// What NOW counted since BASE (the readings when the epoch began), counter by
+// counter and bucket by bucket; a counter below its base (the maps were
+// re-created under a running veerd) counts from zero.
+KernelSample kernel_since(const KernelSample& base, const KernelSample& now);
+
 // JSON: {"format", "node", "epoch", "seq", "at_ms", "services": {NAME: {"definition",
 // "applied_version", "variants": {VARIANT: {"flows", "responses", "backend_resets", "client_resets",
 // "handshake_timeouts", "http_2xx", ..., "packets_in", "bytes_in", "packets_out", "bytes_out",

@@ -368,6 +368,36 @@ void ServiceTables::set_draining(uint32_t service_id, unsigned variant, unsigned
   if (!(next == e.table)) push(service_id, e, next);
 }
 
+void ServiceTables::set_table(uint32_t service_id, const SlotTable& table,
+                              const std::vector<std::vector<uint8_t>>& draining) {
+  Entry& e = entry(service_id);
+  const size_t n = e.backends.size();
+  if (table.slots.size() != VEER_SLOTS || draining.size() != n)
+    throw std::invalid_argument("service '" + e.svc.name + "': a table of " + std::to_string(table.slots.size()) +
+                                " slots and drains of " + std::to_string(draining.size()) + " variants");
+  for (size_t i = 0; i < table.slots.size(); ++i) {
+    const veer_slot& slot = table.slots[i];
+    if (slot.variant >= n || slot.backend >= e.backends[slot.variant].size())
+      throw std::invalid_argument("service '" + e.svc.name + "': slot " + std::to_string(i) + " names variant " +
+                                  std::to_string(slot.variant) + " backend " + std::to_string(slot.backend) +
+                                  ", which it does not have");
+  }
+  Entry updated = e;
+  for (size_t v = 0; v < n; ++v) {
+    for (auto& b : updated.backends[v]) b.draining = false;
+    for (uint8_t index : draining[v]) {
+      if (index >= updated.backends[v].size())
+        throw std::invalid_argument("service '" + e.svc.name + "': variant " + std::to_string(v) +
+                                    " has no backend " + std::to_string(index) + " to drain");
+      updated.backends[v][index].draining = true;
+    }
+  }
+  write_backends(service_id, updated, true);
+  e.backends = std::move(updated.backends);
+  e.svc.weights_bp = count_weights(table, static_cast<unsigned>(n));
+  if (!(table == e.table)) push(service_id, e, table);
+}
+
 void ServiceTables::remove(uint32_t service_id) {
   auto it = entries_.find(service_id);
   if (it == entries_.end()) return;

@@ -86,6 +86,12 @@ class ServiceTables {
   // Marks a backend draining (no new flows; its flows keep going) or not.
   void set_draining(uint32_t service_id, unsigned variant, unsigned backend, bool draining);
 
+  // Fleet mode: TABLE as published (a table version of the fleet) with
+  // DRAINING (per variant, backend indexes) as the drain marks; the drain
+  // flags go first, then one flip. Throws std::invalid_argument (nothing
+  // written) if a slot names a variant or backend the service lacks.
+  void set_table(uint32_t service_id, const SlotTable& table, const std::vector<std::vector<uint8_t>>& draining);
+
   void remove(uint32_t service_id);
 
   const SlotTable& active_table(uint32_t service_id) const;
