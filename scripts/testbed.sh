@@ -8,6 +8,16 @@
 #   offload (CHECKSUM_PARTIAL), which the TC hook's NAT must carry; not for `attach: xdp`.
 #   env: TESTBED_WAIT_SCALE (default $VEER_E2E_SCALE, else 1) multiplies the waits (backends' start: 15 s)
 #
+#   Fleet mode (scripts/testbed/fleet.sh: N veer nodes with a client each, the same backends behind a fabric
+#   router, a three-member etcd):
+#   scripts/testbed.sh up --fleet N [--prefix P] [--offloads ...]   namespaces P-lbN, P-clientN, P-fabric,
+#                                                                   P-blue/green/canary, P-etcd1..3
+#   scripts/testbed.sh etcd-stop|etcd-start --member M [--prefix P] one etcd member
+#   scripts/testbed.sh cut --node N [--links fabric|all] [--prefix P]  node N's links down (default: its
+#                                                                   fabric link; all: its client link too)
+#   scripts/testbed.sh restore --node N [--prefix P]                node N's links back as up made them
+#   status and down find out the mode by themselves; down removes whatever of either mode exists.
+#
 #   P-client  eth0 10.0.1.10/24 (+ 10.0.1.11..60), fd00:1::10/64 (+ fd00:1::11..60); default via the lb
 #      |
 #   P-lb      lbc 10.0.1.1/24 fd00:1::1/64 | lbblue 10.1.1.1 fd00:11::1 | lbgreen 10.1.2.1 fd00:12::1 |
@@ -31,13 +41,17 @@ set -Eeuo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 BACKEND_PY="$SCRIPT_DIR/testbed/backend.py"
+# shellcheck source=testbed/fleet.sh
+. "$SCRIPT_DIR/testbed/fleet.sh"
 VARIANTS=(blue green canary)
 declare -A SUBNET=([blue]=1 [green]=2 [canary]=3)
 EXTRA_CLIENTS_FIRST=11
 EXTRA_CLIENTS_LAST=60
 
 usage() {
-  echo "usage: $0 up|down|status [--prefix P] [--offloads xdp-safe|nic]" >&2
+  echo "usage: $0 up|down|status [--prefix P] [--offloads xdp-safe|nic] [--fleet N]" >&2
+  echo "       $0 etcd-stop|etcd-start --member M [--prefix P]" >&2
+  echo "       $0 cut --node N [--links fabric|all] [--prefix P]; $0 restore --node N [--prefix P]" >&2
   exit 2
 }
 
@@ -45,8 +59,17 @@ usage() {
 ACTION="$1"; shift
 PREFIX=veer
 OFFLOADS=xdp-safe
+FLEET=0 MEMBER="" NODE="" LINKS=fabric
 while [ $# -gt 0 ]; do
   case "$1" in
+    --fleet) [ $# -ge 2 ] || usage; FLEET="$2"; shift 2 ;;
+    --fleet=*) FLEET="${1#--fleet=}"; shift ;;
+    --member) [ $# -ge 2 ] || usage; MEMBER="$2"; shift 2 ;;
+    --member=*) MEMBER="${1#--member=}"; shift ;;
+    --node) [ $# -ge 2 ] || usage; NODE="$2"; shift 2 ;;
+    --node=*) NODE="${1#--node=}"; shift ;;
+    --links) [ $# -ge 2 ] || usage; LINKS="$2"; shift 2 ;;
+    --links=*) LINKS="${1#--links=}"; shift ;;
     --prefix) [ $# -ge 2 ] || usage; PREFIX="$2"; shift 2 ;;
     --prefix=*) PREFIX="${1#--prefix=}"; shift ;;
     --offloads) [ $# -ge 2 ] || usage; OFFLOADS="$2"; shift 2 ;;
@@ -230,6 +253,7 @@ backend_topology() {
 
 do_up() {
   require_root
+  if [ "$FLEET" != 0 ]; then fleet_up "$FLEET"; return; fi
   local ns v existing
   existing=$(ip netns list 2>/dev/null | awk '{print $1}')
   for ns in "${ALL_NS[@]}"; do
@@ -297,7 +321,7 @@ kill_pids() {
 
 do_down() {
   require_root
-  local f ns pids=() present=() existing
+  local f ns pids=() present=() existing fleet_ns
   if [ -d "$RUN_DIR/pids" ]; then
     for f in "$RUN_DIR"/pids/*.pid; do
       [ -e "$f" ] || continue
@@ -305,7 +329,9 @@ do_down() {
     done
   fi
   existing=$(ip netns list 2>/dev/null | awk '{print $1}')
-  for ns in "${ALL_NS[@]}"; do
+  # Either mode's namespaces (a fleet's: every name it could have made).
+  mapfile -t fleet_ns < <(fleet_all_ns)
+  for ns in "${ALL_NS[@]}" "${fleet_ns[@]}"; do
     if grep -qx -- "$ns" <<<"$existing"; then present+=("$ns"); fi
   done
   # Anything else still running inside our namespaces (e.g. a veerd or a client a test left behind)
@@ -325,12 +351,14 @@ do_down() {
     umount "$RUN_DIR/bpffs" 2>/dev/null || umount -l "$RUN_DIR/bpffs" || true
     tries=$((tries + 1))
   done
+  fleet_remove_data
   rm -rf "$RUN_DIR"
   log "down"
 }
 
 do_status() {
   local ns rc=0 v pid
+  if [ "$(fleet_nodes)" -gt 0 ]; then fleet_status; return; fi
   for ns in "${ALL_NS[@]}"; do
     if ns_exists "$ns"; then
       echo "== $ns"
@@ -365,5 +393,10 @@ case "$ACTION" in
   up) do_up ;;
   down) do_down ;;
   status) do_status ;;
+  etcd-stop|etcd-start)
+    require_root; fleet_check_member "$MEMBER"
+    if [ "$ACTION" = etcd-stop ]; then etcd_stop "$MEMBER"; else etcd_start "$MEMBER"; fi ;;
+  cut) require_root; fleet_check_node "$NODE"; fleet_cut "$NODE" "$LINKS" ;;
+  restore) require_root; fleet_check_node "$NODE"; fleet_restore "$NODE" ;;
   *) usage ;;
 esac

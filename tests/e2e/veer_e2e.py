@@ -285,7 +285,9 @@ class Veerd:
         self.testbed = testbed
         self.config = config
         self.proc = None
-        self.log_path = os.path.join(tempfile.gettempdir(), f"veer-e2e-{testbed.prefix}-veerd.log")
+        # A fleet node (veer_fleet.FleetNode) names its own log: several veerds share one prefix there.
+        name = getattr(testbed, "log_name", testbed.prefix)
+        self.log_path = os.path.join(tempfile.gettempdir(), f"veer-e2e-{name}-veerd.log")
         open(self.log_path, "w").close()
 
     def start(self, timeout=20):
