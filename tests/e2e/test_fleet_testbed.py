@@ -196,7 +196,10 @@ class TestFleetTestbed(fleet_mod.FleetCase):
         print(f"  put with one member of three: rc {put.returncode} after {took:.2f}s: {put.stderr.strip()[-120:]}",
               flush=True)
         self.assertNotEqual(put.returncode, 0)
-        self.assertTrue("deadline exceeded" in put.stderr or put.returncode == 124, put.stderr)
+        # Without quorum the put waits for a commit that cannot come: the client's deadline passes, or the
+        # member gives up first ("etcdserver: request timed out", seen when the stop raced the put).
+        self.assertTrue("deadline exceeded" in put.stderr or "request timed out" in put.stderr
+                        or put.returncode == 124, put.stderr)
         self.assertGreaterEqual(took, 1.5)
         self.assertFalse(fleet.etcd_healthy(1))
         # the survivor still holds what was committed
