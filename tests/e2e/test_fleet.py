@@ -120,6 +120,19 @@ class TestFleet(veer_fleet.FleetCase):
             self.assertAlmostEqual(r["variants"].get("canary", 0) / total, 0.30, delta=0.07, msg=f"node {n}")
             print(f"  (a) node {n}'s client, 600 connections on 300 reused ports: {r['variants']}", flush=True)
 
+        # Every node sees every node's report: the same applied version everywhere, no one behind.
+        listing = self.nodes[2].request({"cmd": "nodes"})
+        self.assertTrue(listing.get("ok"), listing)
+        seen = {n["node"]: n for n in listing["result"]["nodes"]}
+        self.assertEqual(sorted(seen), ["node-1", "node-2", "node-3"])
+        for name, n in seen.items():
+            self.assertEqual(n["services"][SERVICE]["applied_version"], version, name)
+            self.assertTrue(n["services"][SERVICE]["same_definition"], name)
+            self.assertLess(n["report_age_ms"], e2e.scaled(3000), name)
+        text = self.nodes[2].ctl("nodes").stdout
+        self.assertIn("node-2 (this)", text)
+        self.assertIn(f"{SERVICE} v{version}", text)
+
         # A switch from node 3: node 1's client, on the same reused ports, reaches blue only, at once.
         answer = self.change(3, "switch", SERVICE, "blue")
         self.wait_all_applied(answer["result"]["fleet"]["version"])
@@ -173,6 +186,10 @@ class TestFleet(veer_fleet.FleetCase):
             self.wait_all_applied(start + 2, nodes=(1, 3))
             self.assertEqual(self.applied(2), start)
             self.assertEqual(self.weights_of(2)["canary"], 10.0)
+            # A node cut off cannot list the fleet: it says why.
+            listing = self.nodes[2].request({"cmd": "nodes"}, timeout=15)
+            self.assertFalse(listing.get("ok"), listing)
+            self.assertIn("etcd unreachable", listing["error"]["message"])
             # The others see node 2 as silent: its report's lease lapses (2 s TTL).
             e2e.wait_for("node 2's report gone from etcd",
                          lambda: self.fleet.etcd_get("/veer/nodes/node-2", member=1) is None, e2e.scaled(10), 0.2)

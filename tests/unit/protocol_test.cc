@@ -40,6 +40,13 @@ TEST(ProtocolParse, Ping) {
   EXPECT_EQ(command_name(r), "ping");
 }
 
+TEST(ProtocolParse, Nodes) {
+  auto r = parse_request(R"({"cmd":"nodes"})");
+  EXPECT_TRUE(std::holds_alternative<NodesRequest>(r));
+  EXPECT_EQ(command_name(r), "nodes");
+  EXPECT_EQ(to_json(r), nlohmann::json::parse(R"({"cmd":"nodes"})"));
+}
+
 TEST(ProtocolParse, AcceptsTrailingNewlineAndCrLf) {
   EXPECT_TRUE(std::holds_alternative<PingRequest>(parse_request("{\"cmd\":\"ping\"}\n")));
   EXPECT_TRUE(std::holds_alternative<PingRequest>(parse_request("{\"cmd\":\"ping\"}\r\n")));

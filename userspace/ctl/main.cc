@@ -46,6 +46,7 @@ const char* kUsage =
     "  which SERVICE CLIENT_IP[:PORT]\n"
     "  drain SERVICE BACKEND [--undo]\n"
     "  reload\n"
+    "  nodes                 fleet mode: every node's applied versions and report age\n"
     "  ping\n"
     "  shutdown [--unload]   veerd exits; the data plane keeps forwarding on pinned state,\n"
     "                        or with --unload every program is detached and every pin removed\n"
@@ -122,6 +123,10 @@ Request build_request(const std::string& cmd, const std::vector<std::string>& ar
   if (cmd == "ping") {
     expect_args(cmd, args, 0, 0);
     return PingRequest{};
+  }
+  if (cmd == "nodes") {
+    expect_args(cmd, args, 0, 0);
+    return NodesRequest{};
   }
   if (cmd == "reload") {
     expect_args(cmd, args, 0, 0);
@@ -411,6 +416,8 @@ int main(int argc, char** argv) {
     std::cout << ctl::format_reload(answer.result);
   } else if (cmd == "ping") {
     std::cout << ctl::format_ping(answer.result);
+  } else if (cmd == "nodes") {
+    std::cout << ctl::format_nodes(answer.result);
   } else if (cmd == "shutdown") {
     std::cout << ctl::format_shutdown(answer.result);
   } else if (cmd == "rollout") {

@@ -213,6 +213,37 @@ std::string format_status(const json& r) {
   return out.str();
 }
 
+std::string format_nodes(const json& r) {
+  std::ostringstream out;
+  out << "NODE                 REPORT_AGE  SERVICES (applied version, behind the current one)\n";
+  if (auto nodes = r.find("nodes"); nodes != r.end() && nodes->is_array()) {
+    for (const auto& n : *nodes) {
+      std::string name = text(n, "node");
+      if (name == text(r, "self")) name += " (this)";
+      char head[64];
+      std::snprintf(head, sizeof head, "%-20s ", name.c_str());
+      out << head;
+      if (n.contains("error")) {
+        out << "unreadable report: " << text(n, "error") << "\n";
+        continue;
+      }
+      char age[32];
+      std::snprintf(age, sizeof age, "%-11s ", (std::to_string(n.value("report_age_ms", int64_t{0})) + " ms").c_str());
+      out << age;
+      std::string services;
+      if (auto s = n.find("services"); s != n.end() && s->is_object()) {
+        for (auto it = s->begin(); it != s->end(); ++it) {
+          services += (services.empty() ? "" : "  ") + it.key() + " v" + text(*it, "applied_version");
+          if (it->value("behind", 0) > 0) services += " (" + text(*it, "behind") + " behind)";
+          if (it->contains("same_definition") && !it->value("same_definition", true)) services += " DIVERGED";
+        }
+      }
+      out << (services.empty() ? "-" : services) << "\n";
+    }
+  }
+  return out.str();
+}
+
 std::string format_which(const json& r) {
   std::ostringstream out;
   const json* entry = r.contains("entry") && r["entry"].is_object() ? &r["entry"] : nullptr;

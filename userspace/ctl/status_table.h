@@ -10,6 +10,7 @@ std::string format_service(const nlohmann::json& service);  // weights/switch/dr
 std::string format_which(const nlohmann::json& result);
 std::string format_reload(const nlohmann::json& result);
 std::string format_ping(const nlohmann::json& result);
+std::string format_nodes(const nlohmann::json& result);
 std::string format_shutdown(const nlohmann::json& result);
 std::string format_rollout(const nlohmann::json& rollout);  // a service's "rollout" object
 std::string format_ab(const nlohmann::json& report);

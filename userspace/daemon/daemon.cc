@@ -183,6 +183,10 @@ json Daemon::dispatch(const protocol::Request& request) {
         if constexpr (std::is_same_v<T, protocol::PushRequest>) return push(r);
         if constexpr (std::is_same_v<T, protocol::EventsRequest>) return events(r);
         if constexpr (std::is_same_v<T, protocol::AbRequest>) return ab(r);
+        if constexpr (std::is_same_v<T, protocol::NodesRequest>) {
+          throw ProtocolError(ErrorCode::Refused, "nodes: this veerd is not in a fleet (no cluster: section)");
+          return json{};
+        }
       },
       request);
 }

@@ -163,6 +163,8 @@ class Daemon {
   bool fleet_request(const protocol::Request& request, std::function<void(std::string)>& done);
   void fleet_on_version(const fleet_version_t& v);
   void fleet_report();
+  // veerctl nodes: every node's report under the prefix (live nodes only: reports live under leases).
+  void fleet_nodes(std::function<void(std::string)>& done);
   void fleet_answer_waiters(const std::string& service);
   nlohmann::json fleet_status() const;
   void fleet_metrics(metrics::Registry& m) const;

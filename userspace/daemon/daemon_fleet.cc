@@ -208,6 +208,10 @@ bool Daemon::fleet_request(const protocol::Request& request, std::function<void(
     throw ProtocolError(ErrorCode::Refused,
                         "reload in fleet mode: the fence of each service holds its definition; restart veerd to "
                         "change the config (its pinned tables stay, it catches up with the fleet)");
+  if (std::holds_alternative<protocol::NodesRequest>(request)) {
+    fleet_nodes(done);
+    return true;
+  }
   const std::string* name = nullptr;
   fleet::TableChange change;
   std::visit(
@@ -286,6 +290,50 @@ bool Daemon::fleet_request(const protocol::Request& request, std::function<void(
     fleet_answer_waiters(service);
   });
   return true;
+}
+
+void Daemon::fleet_nodes(std::function<void(std::string)>& done) {
+  const std::string prefix = fleet_->member->keys().nodes_prefix();
+  fleet_->member->client().range(prefix, true, [this, done](etcd::Status s, etcd::RangeAnswer a) {
+    if (!s.ok)
+      return done(protocol::error_answer(ErrorCode::Refused, "etcd unreachable, the fleet's nodes are unknown: " +
+                                                                 s.error));
+    const int64_t now = now_unix_ms();
+    json nodes = json::array();
+    for (const auto& kv : a.kvs) {
+      const auto name = fleet_->member->keys().node_of(kv.key);
+      if (!name) continue;
+      json n{{"node", *name}};
+      try {
+        const fleet::NodeReport r = fleet::node_report_from_string(kv.value);
+        if (r.node != *name) throw fleet::NodeReportError("the report names node " + r.node);
+        n["epoch"] = r.epoch;
+        n["seq"] = r.seq;
+        n["report_age_ms"] = now - r.at_ms;
+        json services = json::object();
+        for (const auto& [svc, sr] : r.services) {
+          const auto fence = fleet_->fences.find(svc);
+          const auto latest = fleet_->member->latest(svc);
+          const uint64_t current = latest ? latest->version : 0;
+          json sv{{"applied_version", sr.applied_version},
+                  {"behind", current > sr.applied_version ? current - sr.applied_version : 0},
+                  {"definition", sr.definition}};
+          if (fence != fleet_->fences.end()) sv["same_definition"] = fence->second.definition() == sr.definition;
+          services[svc] = sv;
+        }
+        n["services"] = services;
+      } catch (const std::exception& e) {
+        n["error"] = e.what();  // a report this node cannot read: shown, never used
+      }
+      nodes.push_back(n);
+    }
+    json current = json::object();
+    for (const auto& [svc, fence] : fleet_->fences) {
+      const auto latest = fleet_->member->latest(svc);
+      current[svc] = latest ? latest->version : 0;
+    }
+    done(protocol::ok_answer(json{{"self", fleet_->cluster.node_name}, {"nodes", nodes}, {"current", current}}));
+  });
 }
 
 void Daemon::fleet_report() {

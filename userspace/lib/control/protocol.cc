@@ -159,6 +159,7 @@ Request parse_request(std::string_view line) {
   const std::string cmd = cmd_it->get<std::string>();
 
   if (cmd == "ping") return PingRequest{};
+  if (cmd == "nodes") return NodesRequest{};
   if (cmd == "reload") return ReloadRequest{};
   if (cmd == "shutdown") return ShutdownRequest{optional_bool(req, "unload")};
   if (cmd == "status") return StatusRequest{optional_string(req, "service")};
@@ -258,6 +259,7 @@ std::string command_name(const Request& request) {
                         [](const PushRequest&) { return "push"; },
                         [](const EventsRequest&) { return "events"; },
                         [](const AbRequest&) { return "ab"; },
+                        [](const NodesRequest&) { return "nodes"; },
                     },
                     request);
 }
@@ -268,6 +270,7 @@ json to_json(const Request& request) {
   std::visit(Overloaded{
                  [](const PingRequest&) {},
                  [](const ReloadRequest&) {},
+                 [](const NodesRequest&) {},
                  [&](const ShutdownRequest& r) { j["unload"] = r.unload; },
                  [&](const StatusRequest& r) {
                    if (r.service) j["service"] = *r.service;

@@ -99,10 +99,12 @@ struct EventsRequest {
 struct AbRequest {
   std::string service;
 };
+// Fleet mode: every node's report in etcd, as this node reads it.
+struct NodesRequest {};
 
 using Request = std::variant<PingRequest, StatusRequest, WeightsRequest, SwitchRequest, WhichRequest,
                              DrainRequest, ReloadRequest, ShutdownRequest, RolloutRequest, PushRequest,
-                             EventsRequest, AbRequest>;
+                             EventsRequest, AbRequest, NodesRequest>;
 
 // Parses one request line (trailing "\n" / "\r\n" allowed). Throws
 // ProtocolError: too_large, bad_json, bad_request (message names the field),
