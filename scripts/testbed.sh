@@ -330,7 +330,8 @@ do_down() {
   fi
   existing=$(ip netns list 2>/dev/null | awk '{print $1}')
   # Either mode's namespaces (a fleet's: every name it could have made).
-  mapfile -t fleet_ns < <(fleet_all_ns)
+  # Not a process substitution: the kernel guests have no /dev/fd.
+  read -r -a fleet_ns <<<"$(fleet_all_ns | tr "\n" " ")"
   for ns in "${ALL_NS[@]}" "${fleet_ns[@]}"; do
     if grep -qx -- "$ns" <<<"$existing"; then present+=("$ns"); fi
   done
