@@ -357,13 +357,15 @@ do_down() {
   log "down"
 }
 
-do_status() {
-  local ns rc=0 v pid
-  if [ "$(fleet_nodes)" -gt 0 ]; then fleet_status; return; fi
-  for ns in "${ALL_NS[@]}"; do
+# Either mode's status: the namespaces NS... with their addresses, the bpffs (NOTE after "mounted") and the
+# backends. Returns 1 if something is missing.
+show_status_of() {
+  local note=$1 ns rc=0 v pid
+  shift
+  for ns in "$@"; do
     if ns_exists "$ns"; then
       echo "== $ns"
-      # the client has 102 addresses: show the first ones and a count
+      # a client has 102 addresses: show the first ones and a count
       ip -n "$ns" -br addr show | grep -v '^lo ' | awk '{
         line = "   " $1 " " $2; n = NF - 2
         for (i = 3; i <= NF && i < 7; i++) line = line " " $i
@@ -374,7 +376,7 @@ do_status() {
     fi
   done
   if [ -d "$RUN_DIR/bpffs" ] && mountpoint -q "$RUN_DIR/bpffs"; then
-    echo "bpffs: $RUN_DIR/bpffs (mounted)"
+    echo "bpffs: $RUN_DIR/bpffs (mounted$note)"
   else
     echo "bpffs: $RUN_DIR/bpffs not mounted"; rc=1
   fi
@@ -386,6 +388,13 @@ do_status() {
       echo "backend $v: not running"; rc=1
     fi
   done
+  return $rc
+}
+
+do_status() {
+  local rc=0
+  if [ "$(fleet_nodes)" -gt 0 ]; then fleet_status; return; fi
+  show_status_of "" "${ALL_NS[@]}" || rc=1
   if [ -S "$RUN_DIR/veer.sock" ]; then echo "veerd socket: $RUN_DIR/veer.sock"; else echo "veerd socket: none"; fi
   return $rc
 }

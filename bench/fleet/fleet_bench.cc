@@ -15,18 +15,12 @@
 // Boost 1.74 asio (awaitable.hpp) uses std::exchange without including <utility>.
 #include <utility>
 
-#include <signal.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
 #include <future>
 #include <mutex>
 #include <sstream>
@@ -34,81 +28,19 @@
 #include <thread>
 #include <vector>
 
-#include <arpa/inet.h>
 #include <boost/asio.hpp>
-#include <netinet/in.h>
-#include <sys/socket.h>
 
 #include "config/config.h"
 #include "fleet/definition_digest.h"
 #include "fleet/table_change.h"
 #include "fleet/version_fence.h"
+#include "etcd_process.h"  // tests/etcd: the same etcd the tests start
 #include "veer/fleet_member.h"
 
 namespace {
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
-
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0)
-    throw std::runtime_error("free_port");
-  const int port = ntohs(a.sin_port);
-  ::close(fd);
-  return port;
-}
-
-// Three etcd members on loopback, data in a temporary folder; killed and removed at the end.
-struct EtcdCluster {
-  std::string dir;
-  std::vector<pid_t> pids;
-  std::vector<std::string> clients;
-  EtcdCluster() {
-    char tmpl[] = "/tmp/veer-fleet-bench-XXXXXX";
-    if (!::mkdtemp(tmpl)) throw std::runtime_error("mkdtemp");
-    dir = tmpl;
-    std::vector<std::string> peers;
-    for (int i = 0; i < 3; ++i) {
-      clients.push_back("http://127.0.0.1:" + std::to_string(free_port()));
-      peers.push_back("http://127.0.0.1:" + std::to_string(free_port()));
-    }
-    std::string initial;
-    for (int i = 0; i < 3; ++i) initial += (i ? "," : "") + ("m" + std::to_string(i) + "=" + peers[i]);
-    for (int i = 0; i < 3; ++i) {
-      const std::string name = "m" + std::to_string(i);
-      const std::vector<std::string> args = {"etcd", "--name", name, "--data-dir", dir + "/" + name,
-                                             "--listen-client-urls", clients[i], "--advertise-client-urls",
-                                             clients[i], "--listen-peer-urls", peers[i],
-                                             "--initial-advertise-peer-urls", peers[i], "--initial-cluster",
-                                             initial, "--initial-cluster-state", "new", "--log-level", "error"};
-      const pid_t pid = ::fork();
-      if (pid == 0) {
-        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-        const std::string log = dir + "/" + name + ".log";
-        freopen(log.c_str(), "a", stdout);
-        freopen(log.c_str(), "a", stderr);
-        std::vector<char*> argv;
-        for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-        argv.push_back(nullptr);
-        ::execvp("etcd", argv.data());
-        _exit(127);
-      }
-      pids.push_back(pid);
-    }
-  }
-  ~EtcdCluster() {
-    for (pid_t p : pids) ::kill(p, SIGKILL);
-    for (pid_t p : pids) ::waitpid(p, nullptr, 0);
-    std::error_code ignored;
-    std::filesystem::remove_all(dir, ignored);
-  }
-};
 
 const std::string kConfig = R"(node:
   interfaces: [eth0]
@@ -142,7 +74,7 @@ struct Run {
   size_t record_bytes = 0;
 };
 
-Run run(const EtcdCluster& etcd, size_t n_nodes, size_t changes, const std::string& prefix) {
+Run run(const veer::etcd::EtcdCluster& etcd, size_t n_nodes, size_t changes, const std::string& prefix) {
   const veer::Config config = veer::parse_config(kConfig, "bench.yaml");
   const veer::ServiceConfig& svc = config.services.at(0);
   const std::string definition = veer::fleet::definition_digest(svc, kSeed);
@@ -184,7 +116,7 @@ Run run(const EtcdCluster& etcd, size_t n_nodes, size_t changes, const std::stri
     options.prefix = prefix;
     options.lease_ttl_seconds = 5;
     // Each node talks to one member, as nodes spread over a cluster do.
-    node->member = std::make_shared<veer::etcd::FleetMember>(io, std::vector<std::string>{etcd.clients[i % 3]},
+    node->member = std::make_shared<veer::etcd::FleetMember>(io, std::vector<std::string>{etcd.url(i % 3)},
                                                              options, cb);
     boost::asio::post(io, [m = node->member] { m->start(); });
     nodes.push_back(std::move(node));
@@ -253,9 +185,9 @@ int main(int argc, char** argv) {
     }
   }
   try {
-    EtcdCluster etcd;
-    std::printf("etcd: 3 members on loopback (%s, %s, %s)\n", etcd.clients[0].c_str(), etcd.clients[1].c_str(),
-                etcd.clients[2].c_str());
+    veer::etcd::EtcdCluster etcd(3);
+    std::printf("etcd: 3 members on loopback (%s, %s, %s)\n", etcd.url(0).c_str(), etcd.url(1).c_str(),
+                etcd.url(2).c_str());
     std::this_thread::sleep_for(2s);  // elect a leader
     std::printf("%-6s %-8s %-24s %-28s %-14s %s\n", "nodes", "changes", "commit p50/p99 ms (ref)",
                 "all applied p50/p99 ms", "ratio p99", "etcd per change");

@@ -344,7 +344,7 @@ fleet_restore() {
 }
 
 fleet_status() {
-  local nodes rc=0 ns n m v pid pids
+  local nodes rc=0 n m v pids
   nodes=$(fleet_nodes)
   local list=()
   for ((n = 1; n <= nodes; n++)); do list+=("$PREFIX-client$n" "$PREFIX-lb$n"); done
@@ -352,27 +352,7 @@ fleet_status() {
   for v in "${VARIANTS[@]}"; do list+=("$PREFIX-$v"); done
   for ((m = 1; m <= ETCD_MEMBERS; m++)); do list+=("$PREFIX-etcd$m"); done
   echo "fleet: $nodes nodes"
-  for ns in "${list[@]}"; do
-    if ns_exists "$ns"; then
-      echo "== $ns"
-      ip -n "$ns" -br addr show | grep -v '^lo ' | awk '{
-        line = "   " $1 " " $2; n = NF - 2
-        for (i = 3; i <= NF && i < 7; i++) line = line " " $i
-        if (n > 4) line = line " ... (" n " addresses)"
-        print line }'
-    else
-      echo "== $ns: missing"; rc=1
-    fi
-  done
-  if [ -d "$RUN_DIR/bpffs" ] && mountpoint -q "$RUN_DIR/bpffs"; then
-    echo "bpffs: $RUN_DIR/bpffs (mounted; node N pins under lbN/)"
-  else
-    echo "bpffs: $RUN_DIR/bpffs not mounted"; rc=1
-  fi
-  for v in "${VARIANTS[@]}"; do
-    pid=$(cat "$RUN_DIR/pids/backend-$v.pid" 2>/dev/null || true)
-    if [ -n "$pid" ] && pid_alive "$pid"; then echo "backend $v: pid $pid alive"; else echo "backend $v: not running"; rc=1; fi
-  done
+  show_status_of "; node N pins under lbN/" "${list[@]}" || rc=1
   echo "etcd data: $(cat "$RUN_DIR/etcd-data" 2>/dev/null || echo none)"
   for ((m = 1; m <= ETCD_MEMBERS; m++)); do
     pids=$(etcd_pids "$m" | tr '\n' ' ')

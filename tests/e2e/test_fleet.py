@@ -10,7 +10,7 @@ real three-member etcd.
 (f) node 2 cut off during two changes: it keeps its table and serves its clients' existing state, never applies
     an older version, and on return applies the current version (not the one in between).
 (g) a node whose definition of a service differs (another backend order): it applies nothing for that service
-    and says so (status, event, metric), refuses table requests for it, and applies the other services; with the
+    and says so (status, event, metric; the other nodes' `nodes` flag it), refuses table requests for it, and applies the other services; with the
     fleet's definition again it catches up."""
 import re
 import time
@@ -231,6 +231,13 @@ class TestFleet(veer_fleet.FleetCase):
             self.assertTrue(any("diverged" in e["message"] for e in self.fleet_events(3)))
             metrics = e2e.prom_samples(self.fleet.node(3).fetch("lb", "http://127.0.0.1:9469/metrics"))
             self.assertEqual(e2e.prom_value(metrics, "veer_fleet_diverged", service=SERVICE), 1.0)
+            # The other nodes see it too: node 3's report carries its digest, node 1 flags it.
+            listing = self.nodes[1].request({"cmd": "nodes"})
+            self.assertTrue(listing.get("ok"), listing)
+            seen = {n["node"]: n["services"][SERVICE] for n in listing["result"]["nodes"]}
+            self.assertFalse(seen["node-3"]["same_definition"], seen)
+            self.assertTrue(seen["node-2"]["same_definition"], seen)
+            self.assertIn("DIVERGED", self.nodes[1].ctl("nodes").stdout)
             refused = self.change(3, "weights", SERVICE, "blue=100", expect_ok=False)
             self.assertFalse(refused["ok"])
             self.assertIn("differs from the fleet", refused["error"]["message"])

@@ -49,7 +49,7 @@ class EtcdClientTest : public ::testing::Test {
     return wait_call<TxnAnswer>(io_, [&, c, ok, ko](auto cb) { client_->txn(c, ok, ko, cb); });
   }
 
-  EtcdServer server_;
+  EtcdCluster server_;  // one member
   net::test::IoThread io_;
   std::unique_ptr<Client> client_;
 };

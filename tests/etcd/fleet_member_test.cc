@@ -133,7 +133,7 @@ class FleetMemberTest : public ::testing::Test {
     return wait_call<Header>(io_, [&](auto cb) { c.put(key, value, 0, cb); }).first;
   }
 
-  EtcdServer server_;
+  EtcdCluster server_;  // one member
   net::test::IoThread io_;
   std::vector<std::unique_ptr<SimNode>> nodes_;
 };

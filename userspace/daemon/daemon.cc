@@ -128,10 +128,11 @@ bool Daemon::persist() {
   }
 }
 
-std::string Daemon::handle_line(std::string_view line) {
+std::optional<std::string> Daemon::answer_now(std::string_view line, const std::function<void(std::string)>& later) {
   try {
     const protocol::Request request = protocol::parse_request(line);
     spdlog::debug("control: {}", protocol::command_name(request));
+    if (fleet_ && fleet_request(request, later)) return std::nullopt;
     return protocol::ok_answer(dispatch(request));
   } catch (const ProtocolError& e) {
     spdlog::debug("control: error {}: {}", protocol::to_string(e.code()), e.what());
@@ -143,21 +144,13 @@ std::string Daemon::handle_line(std::string_view line) {
 }
 
 void Daemon::handle_line_async(std::string_view line, std::function<void(std::string)> done) {
-  if (fleet_) {
-    try {
-      const protocol::Request request = protocol::parse_request(line);
-      if (fleet_request(request, done)) return;
-    } catch (const ProtocolError& e) {
-      return done(protocol::error_answer(e.code(), e.what()));
-    } catch (const std::exception& e) {
-      spdlog::error("control: internal error: {}", e.what());
-      return done(protocol::error_answer(ErrorCode::Internal, e.what()));
-    }
-  }
-  done(handle_line(line));
+  if (auto answer = answer_now(line, done)) done(std::move(*answer));
 }
 
-std::string Daemon::reload_now() { return handle_line(R"({"cmd":"reload"})"); }
+std::string Daemon::reload_now() {
+  // A reload is answered at once in either mode (fleet mode refuses it), never later.
+  return answer_now(R"({"cmd":"reload"})", [](std::string) {}).value();
+}
 
 json Daemon::dispatch(const protocol::Request& request) {
   return std::visit(
@@ -183,10 +176,8 @@ json Daemon::dispatch(const protocol::Request& request) {
         if constexpr (std::is_same_v<T, protocol::PushRequest>) return push(r);
         if constexpr (std::is_same_v<T, protocol::EventsRequest>) return events(r);
         if constexpr (std::is_same_v<T, protocol::AbRequest>) return ab(r);
-        if constexpr (std::is_same_v<T, protocol::NodesRequest>) {
+        if constexpr (std::is_same_v<T, protocol::NodesRequest>)
           throw ProtocolError(ErrorCode::Refused, "nodes: this veerd is not in a fleet (no cluster: section)");
-          return json{};
-        }
       },
       request);
 }

@@ -10,6 +10,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <functional>
+#include <optional>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -31,7 +32,6 @@ namespace veer {
 namespace fleet {
 struct TableVersion;
 }
-using fleet_version_t = fleet::TableVersion;
 namespace metrics {
 class Registry;
 }
@@ -45,11 +45,9 @@ class Daemon {
   // attaches to the interfaces, persists state. Throws on failure.
   void start();
 
-  // One request line -> one answer line. Never throws.
-  std::string handle_line(std::string_view line);
-  // The same, answered through DONE (exactly once, on the io thread): at
-  // once, or in fleet mode, for a change of a table, once etcd has it and
-  // this node applied it.
+  // One request line, answered through DONE (exactly once, on the io
+  // thread, never throws): at once, or in fleet mode, for a change of a
+  // table, once etcd has it and this node applied it.
   void handle_line_async(std::string_view line, std::function<void(std::string)> done);
 
   // reload as the SIGHUP handler runs it; returns the answer line.
@@ -101,6 +99,8 @@ class Daemon {
     std::shared_ptr<Runtime> rt = std::make_shared<Runtime>();
   };
 
+  // LINE's answer, or nullopt if fleet mode took it to answer through LATER.
+  std::optional<std::string> answer_now(std::string_view line, const std::function<void(std::string)>& later);
   nlohmann::json dispatch(const protocol::Request& request);
   nlohmann::json ping();
   nlohmann::json status(const protocol::StatusRequest& r);
@@ -160,11 +160,11 @@ class Daemon {
   void fleet_setup();
   void fleet_run(boost::asio::io_context& io);
   // Takes a weights/switch/drain request in fleet mode (true), else false.
-  bool fleet_request(const protocol::Request& request, std::function<void(std::string)>& done);
-  void fleet_on_version(const fleet_version_t& v);
+  bool fleet_request(const protocol::Request& request, const std::function<void(std::string)>& done);
+  void fleet_on_version(const fleet::TableVersion& v);
   void fleet_report();
   // veerctl nodes: every node's report under the prefix (live nodes only: reports live under leases).
-  void fleet_nodes(std::function<void(std::string)>& done);
+  void fleet_nodes(const std::function<void(std::string)>& done);
   void fleet_answer_waiters(const std::string& service);
   nlohmann::json fleet_status() const;
   void fleet_metrics(metrics::Registry& m) const;

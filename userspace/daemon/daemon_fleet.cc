@@ -27,6 +27,7 @@
 #include "fleet/version_fence.h"
 #include "metrics/metrics_registry.h"
 #include "service_text.h"
+#include "unix_time.h"
 #include "veer/fleet_member.h"
 
 namespace veer {
@@ -39,11 +40,6 @@ namespace {
 
 constexpr auto kReportEvery = std::chrono::seconds(1);
 constexpr auto kAnswerWait = std::chrono::seconds(2);
-
-int64_t now_unix_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 std::string new_epoch() {
   std::random_device rd;
@@ -199,7 +195,7 @@ void Daemon::fleet_answer_waiters(const std::string& service) {
   }
 }
 
-bool Daemon::fleet_request(const protocol::Request& request, std::function<void(std::string)>& done) {
+bool Daemon::fleet_request(const protocol::Request& request, const std::function<void(std::string)>& done) {
   if (std::holds_alternative<protocol::RolloutRequest>(request))
     throw ProtocolError(ErrorCode::Refused,
                         "rollouts in fleet mode need the fleet's leader, which this veerd does not run yet: "
@@ -253,7 +249,7 @@ bool Daemon::fleet_request(const protocol::Request& request, std::function<void(
   auto make = [svc = s.config, definition = fleet_->fences.at(s.config.name).definition(),
                seed = config_.node.hash_seed, base, change, writer = fleet_->cluster.node_name](
                   const std::optional<fleet::TableVersion>& current) {
-    return fleet::next_table_version(current, base, svc, definition, seed, change, writer, now_unix_ms());
+    return fleet::next_table_version(current, base, svc, definition, seed, change, writer, unix_ms());
   };
   const std::string service = s.config.name;
   fleet_->member->propose(service, make, [this, service, done](etcd::ProposeResult r) {
@@ -292,13 +288,13 @@ bool Daemon::fleet_request(const protocol::Request& request, std::function<void(
   return true;
 }
 
-void Daemon::fleet_nodes(std::function<void(std::string)>& done) {
+void Daemon::fleet_nodes(const std::function<void(std::string)>& done) {
   const std::string prefix = fleet_->member->keys().nodes_prefix();
   fleet_->member->client().range(prefix, true, [this, done](etcd::Status s, etcd::RangeAnswer a) {
     if (!s.ok)
       return done(protocol::error_answer(ErrorCode::Refused, "etcd unreachable, the fleet's nodes are unknown: " +
                                                                  s.error));
-    const int64_t now = now_unix_ms();
+    const int64_t now = unix_ms();
     json nodes = json::array();
     for (const auto& kv : a.kvs) {
       const auto name = fleet_->member->keys().node_of(kv.key);
@@ -341,7 +337,7 @@ void Daemon::fleet_report() {
   report.node = fleet_->cluster.node_name;
   report.epoch = fleet_->epoch;
   report.seq = ++fleet_->seq;
-  report.at_ms = now_unix_ms();
+  report.at_ms = unix_ms();
   for (const auto& s : services_) {
     fleet::ServiceReport& sr = report.services[s.config.name];
     const auto& fence = fleet_->fences.at(s.config.name);

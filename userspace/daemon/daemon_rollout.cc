@@ -10,6 +10,7 @@
 #include <set>
 
 #include "daemon.h"
+#include "unix_time.h"
 #include "metrics/metrics_registry.h"
 #include "veer/http_scraper.h"
 
@@ -24,11 +25,6 @@ namespace {
 
 constexpr Millis kWindowWithoutRollout{2000};  // status windows of services without a rollout
 constexpr size_t kDefaultEventsLimit = 1000;
-
-int64_t unix_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 Millis interval_of(const ServiceConfig& c) { return c.rollout ? c.rollout->interval : kWindowWithoutRollout; }
 
