@@ -125,8 +125,21 @@ VEER_INLINE __u8 veer_conn_client(const struct veer_hdrs *h, struct veer_flow *f
 	return 0;
 }
 
+/* A backend's packet acknowledges the SYN that made the entry. */
+VEER_INLINE int veer_conn_acks_syn(const struct veer_hdrs *h, const struct veer_flow *f)
+{
+	return (h->tcp_flags & VEER_TCP_ACK) && bpf_ntohl(h->tcp_ack) == bpf_ntohl(f->syn_seq) + 1;
+}
+
 /* A backend's reply on its entry; returns the state bits it added, as
- * veer_conn_client. */
+ * veer_conn_client.
+ *
+ * Before the handshake is answered, an RST belongs to this connection only if
+ * it acknowledges its SYN (RFC 9293 3.10.7.3: in SYN-SENT the client drops
+ * any other). Any other is an earlier connection's on the reused tuple: a
+ * backend answers the segments that were in flight when it reset that one,
+ * and a client whose port was freed by the reset may already have opened the
+ * next connection on it. Such an RST neither ends the entry nor counts. */
 VEER_INLINE __u8 veer_conn_reply(const struct veer_hdrs *h, struct veer_flow *f, __u32 tick)
 {
 	if (h->proto == VEER_PROTO_TCP) {
@@ -134,6 +147,10 @@ VEER_INLINE __u8 veer_conn_reply(const struct veer_hdrs *h, struct veer_flow *f,
 
 		if (veer_is_syn_ack(h))
 			bits |= VEER_FLOW_S_ESTABLISHED;
+		if ((bits & VEER_FLOW_S_RST) &&
+		    (f->state & (VEER_FLOW_S_SYN | VEER_FLOW_S_ESTABLISHED)) == VEER_FLOW_S_SYN &&
+		    !veer_conn_acks_syn(h, f))
+			bits &= (__u8)~VEER_FLOW_S_RST;
 		return veer_conn_add_bits(f, bits);
 	}
 	veer_conn_touch(f, tick);

@@ -65,6 +65,7 @@ struct veer_hdrs {
 	__u8 proto;            /* VEER_PROTO_* */
 	__u8 tcp_flags;        /* TCP flags byte (FIN..CWR); 0 for UDP; veer_check_l4 */
 	__be32 tcp_seq;        /* TCP sequence number as on the wire; veer_check_l4 */
+	__be32 tcp_ack;        /* TCP acknowledgment number as on the wire; veer_check_l4 */
 };
 
 #define VEER_TCP_FIN 0x01
@@ -232,6 +233,7 @@ VEER_INLINE int veer_check_l4(struct veer_pkt *pkt, struct veer_hdrs *h)
 		h->l4_check_off = h->l4_off + __builtin_offsetof(struct tcphdr, check);
 		h->tcp_flags = ((__u8 *)tcp)[13];
 		h->tcp_seq = tcp->seq;
+		h->tcp_ack = tcp->ack_seq;
 		h->payload_off = h->l4_off + tcp->doff * 4u;
 		h->payload_len = h->l4_len - tcp->doff * 4u;
 	} else {
@@ -243,6 +245,7 @@ VEER_INLINE int veer_check_l4(struct veer_pkt *pkt, struct veer_hdrs *h)
 		h->l4_check_off = h->l4_off + __builtin_offsetof(struct udphdr, check);
 		h->tcp_flags = 0;
 		h->tcp_seq = 0;
+		h->tcp_ack = 0;
 		h->payload_off = h->l4_off + sizeof(*udp);
 		h->payload_len = h->l4_len - sizeof(*udp);
 	}

@@ -1203,7 +1203,8 @@ TEST_P(Telemetry, ResetsFromClientAndBackendAreCountedPerVariant) {
   auto backend_of = [&](uint16_t cport) -> const BackendDef& {
     return s.variants[1][expected_slot(s, client, cport) % 2];
   };
-  auto send = [&](uint16_t cport, bool from_client, uint8_t flags) {
+  // Client packets carry seq 1000 (the SYN's ISN); replies acknowledge ACK.
+  auto send = [&](uint16_t cport, bool from_client, uint8_t flags, uint32_t ack = 1001) {
     const BackendDef& b = backend_of(cport);
     if (from_client) {
       PacketSpec spec = client_spec(s, client, cport);
@@ -1213,6 +1214,7 @@ TEST_P(Telemetry, ResetsFromClientAndBackendAreCountedPerVariant) {
     } else {
       PacketSpec spec = reply_spec(s, b, client, cport);
       spec.tcp_flags = flags;
+      spec.ack = ack;
       spec.payload.clear();
       expect_reply_translated(s, spec);
     }
@@ -1229,20 +1231,29 @@ TEST_P(Telemetry, ResetsFromClientAndBackendAreCountedPerVariant) {
   send(45001, false, kTcpRst | kTcpAck);
   send(45001, false, kTcpRst);
   send(45001, false, kTcpRst);
-  // Flow 3: a SYN answered by RST (nothing listens on the backend).
+  // Flow 3: a SYN answered by RST (nothing listens on the backend): it acknowledges the SYN.
   send(45002, true, kTcpSyn);
   send(45002, false, kTcpRst | kTcpAck);
+  // Flow 4: a new connection on a tuple whose last one the backend reset; before its SYN-ACK, the backend's
+  // RST to a segment of the old one arrives (acknowledging old data, not this SYN): the client drops it,
+  // and so does the count. The handshake goes on (a retransmitted SYN keeps its entry), then is answered.
+  send(45003, true, kTcpSyn);
+  send(45003, false, kTcpRst | kTcpAck, /*ack=*/77777);
+  send(45003, false, kTcpRst, /*ack=*/0);
+  send(45003, true, kTcpSyn);
+  send(45003, false, kTcpSyn | kTcpAck);
 
   veer_variant_counters c1 = dp_->counters(s.id, 1);
   EXPECT_EQ(c1.client_resets, 1u);
-  EXPECT_EQ(c1.backend_resets, 2u);
-  EXPECT_EQ(c1.new_flows, 3u);
+  EXPECT_EQ(c1.backend_resets, 2u) << "the earlier connection's RST counted on the new one";
+  EXPECT_EQ(c1.new_flows, 4u) << "the retransmitted SYN after the stray RST selected again";
   EXPECT_EQ(c1.responses, 0u) << "no payload, no request";
   veer_variant_counters c0 = dp_->counters(s.id, 0);
   for (const auto& [name, v] : fields(c0)) EXPECT_EQ(v, 0u) << "variant 0 " << name;
   // The RST to a SYN is no SYN-ACK: the handshake stays unanswered.
   EXPECT_TRUE(dp_->handshake(reverse_key(s, backend_of(45002), client, 45002)).has_value());
   EXPECT_FALSE(dp_->handshake(reverse_key(s, backend_of(45001), client, 45001)).has_value());
+  EXPECT_FALSE(dp_->handshake(reverse_key(s, backend_of(45003), client, 45003)).has_value());
 }
 
 // One request and its answer, the answer sent `delay` after the request:
