@@ -37,7 +37,8 @@ constexpr uint32_t kSeed = 0x5eed;
 
 // One node: its member and what it applied, through its own fence.
 struct SimNode {
-  SimNode(net::test::IoThread& io, const std::string& endpoint, const std::string& name)
+  SimNode(net::test::IoThread& io, const std::string& endpoint, const std::string& name,
+          std::chrono::milliseconds leader_poll = 250ms)
       : config(parse_config(kConfig, "fleet.yaml")),
         definition(fleet::definition_digest(config.services.at(0), kSeed)),
         fence("ranker", definition) {
@@ -53,7 +54,12 @@ struct SimNode {
       std::lock_guard lock(mu);
       bad.push_back(key + ": " + why);
     };
+    cb.on_leader = [this](const LeaderView& l) {
+      std::lock_guard lock(mu);
+      leader = l;
+    };
     MemberOptions options;
+    options.leader_poll = leader_poll;
     options.node = name;
     options.lease_ttl_seconds = 2;
     options.retry = 200ms;
@@ -63,6 +69,10 @@ struct SimNode {
   uint64_t applied_version() {
     std::lock_guard lock(mu);
     return fence.applied_version();
+  }
+  LeaderView leader_view() {
+    std::lock_guard lock(mu);
+    return leader;
   }
   std::vector<uint64_t> applied_list() {
     std::lock_guard lock(mu);
@@ -76,6 +86,7 @@ struct SimNode {
   std::vector<uint64_t> applied;
   std::vector<std::string> bad;
   size_t delivered = 0;
+  LeaderView leader;
   std::shared_ptr<FleetMember> member;
 };
 
@@ -97,8 +108,8 @@ class FleetMemberTest : public ::testing::Test {
       f.wait_for(10s);
     }
   }
-  SimNode& add_node(const std::string& name) {
-    nodes_.push_back(std::make_unique<SimNode>(io_, server_.url(), name));
+  SimNode& add_node(const std::string& name, std::chrono::milliseconds leader_poll = 250ms) {
+    nodes_.push_back(std::make_unique<SimNode>(io_, server_.url(), name, leader_poll));
     return *nodes_.back();
   }
   // weights {100 - canary, canary} as the next version, proposed by NODE.
@@ -127,6 +138,49 @@ class FleetMemberTest : public ::testing::Test {
   std::pair<Status, RangeAnswer> range(const std::string& key, bool prefix = false) {
     Client c(io_.io, {server_.url()});
     return wait_call<RangeAnswer>(io_, [&](auto cb) { c.range(key, prefix, cb); });
+  }
+  // The node among NODES that leads (all agreeing on its name), within WITHIN.
+  SimNode* leader_of(const std::vector<SimNode*>& nodes, std::chrono::milliseconds within = 5s) {
+    const auto until = std::chrono::steady_clock::now() + within;
+    while (std::chrono::steady_clock::now() < until) {
+      SimNode* self = nullptr;
+      int leaders = 0;
+      bool agree = true;
+      for (SimNode* n : nodes) {
+        const LeaderView l = n->leader_view();
+        if (l.self) ++leaders, self = n;
+        agree &= !l.leader.empty() && l.leader == nodes[0]->leader_view().leader;
+      }
+      if (leaders == 1 && agree) return self;
+      std::this_thread::sleep_for(20ms);
+    }
+    return nullptr;
+  }
+  // A commit of NODE writing a rollout record (seq from the current one) and, with CANARY_BP, a table.
+  CommitResult write_rollout(SimNode& node, bool as_leader, std::optional<uint32_t> canary_bp = std::nullopt) {
+    const auto& svc = node.config.services.at(0);
+    const fleet::BaseTable base{build_table({10000, 0}, 0, fleet::variant_backends(svc), kSeed), 0, {{}, {}}};
+    auto make = [&node, &svc, base, canary_bp, as_leader](const ServiceRecords& current) {
+      Writes w;
+      if (canary_bp)
+        w.table = fleet::next_table_version(current.table, base, svc, node.definition, kSeed,
+                                            {std::vector<uint32_t>{10000 - *canary_bp, *canary_bp}, std::nullopt, {},
+                                             "rollout: step"},
+                                            "sim", 1765000000000);
+      RolloutState st;
+      st.phase = RolloutPhase::Progressing;
+      w.rollout = fleet::next_rollout_record(current.rollout, "ranker", node.definition,
+                                             as_leader ? node.member->leader().term : 0, "sim", 1765000000000,
+                                             w.table ? w.table->version : 0, st, {});
+      return w;
+    };
+    return wait_call<CommitResult>(io_, [&node, make, as_leader](auto cb) {
+      node.member->commit("ranker", as_leader, make, [cb](CommitResult r) { cb(Status{true, {}, {}, false}, std::move(r)); });
+    }).second;
+  }
+  Status revoke(int64_t lease) {
+    Client c(io_.io, {server_.url()});
+    return wait_call<Header>(io_, [&](auto cb) { c.lease_revoke(lease, cb); }).first;
   }
   Status put(const std::string& key, const std::string& value) {
     Client c(io_.io, {server_.url()});
@@ -259,6 +313,111 @@ TEST_F(FleetMemberTest, ANodesReportLivesUnderItsLease) {
   boost::asio::post(io_.io, [&a, done] { a.member->stop([done] { done->set_value(); }); });
   ASSERT_EQ(f.wait_for(10s), std::future_status::ready);
   EXPECT_TRUE(range("/veer/nodes/node-1").second.kvs.empty());
+}
+
+TEST_F(FleetMemberTest, OneLeaderAtATimeAndAStoppedLeaderHandsOverAtOnce) {
+  SimNode& a = add_node("node-1");
+  SimNode& b = add_node("node-2");
+  SimNode& c = add_node("node-3");
+  SimNode* first = leader_of({&a, &b, &c});
+  ASSERT_TRUE(first) << "no single leader that every node names";
+  const LeaderView was = first->leader_view();
+  EXPECT_GT(was.term, 0);
+  const auto [s, r] = range("/veer/leader");
+  ASSERT_TRUE(s.ok);
+  ASSERT_EQ(r.kvs.size(), 1u);
+  EXPECT_EQ(r.kvs[0].value, was.leader);
+  EXPECT_EQ(r.kvs[0].create_revision, was.term);  // the term is the key's create revision
+  EXPECT_EQ(r.kvs[0].lease, first->member->lease());
+  // A leader that stops revokes its lease: the key goes, another node takes it at its next poll.
+  auto done = std::make_shared<std::promise<void>>();
+  auto f = done->get_future();
+  boost::asio::post(io_.io, [first, done] { first->member->stop([done] { done->set_value(); }); });
+  ASSERT_EQ(f.wait_for(10s), std::future_status::ready);
+  const auto handed_over = std::chrono::steady_clock::now();
+  std::vector<SimNode*> rest;
+  for (SimNode* n : {&a, &b, &c})
+    if (n != first) rest.push_back(n);
+  SimNode* next = leader_of(rest, 3s);
+  ASSERT_TRUE(next);
+  EXPECT_LT(std::chrono::steady_clock::now() - handed_over, 1s);
+  EXPECT_GT(next->leader_view().term, was.term);
+  nodes_.erase(std::remove_if(nodes_.begin(), nodes_.end(), [first](auto& n) { return n.get() == first; }),
+               nodes_.end());
+}
+
+TEST_F(FleetMemberTest, ADeposedLeaderThatStillRunsWritesNothing) {
+  // node-1 reads the leader key only every 30 s: once its lease is revoked it still believes it leads,
+  // as a paused or cut-off process would (argo-rollouts#2117).
+  SimNode& a = add_node("node-1", 30s);
+  ASSERT_TRUE(leader_of({&a}));
+  SimNode& b = add_node("node-2");
+  const CommitResult first = write_rollout(a, true, 1000);
+  ASSERT_TRUE(first.ok) << first.error;
+  ASSERT_TRUE(first.written.rollout && first.written.table);
+  EXPECT_EQ(first.written.rollout->seq, 1u);
+  EXPECT_TRUE(all_at(1));
+
+  ASSERT_TRUE(revoke(a.member->lease()).ok);
+  SimNode* next = leader_of({&b}, 3s);
+  ASSERT_EQ(next, &b) << "node-2 did not take over";
+  EXPECT_TRUE(a.leader_view().self) << "node-1 noticed too early for this test";
+  const auto before = range("/veer/services/ranker/", true).second.kvs;
+
+  const CommitResult stale = write_rollout(a, true, 5000);
+  EXPECT_FALSE(stale.ok);
+  EXPECT_TRUE(stale.deposed) << stale.error;
+  EXPECT_FALSE(stale.written.table || stale.written.rollout);
+  EXPECT_FALSE(a.leader_view().self);
+  EXPECT_EQ(a.leader_view().leader, "node-2");
+  const auto after = range("/veer/services/ranker/", true).second.kvs;
+  ASSERT_EQ(after.size(), before.size());
+  for (size_t i = 0; i < after.size(); ++i) EXPECT_EQ(after[i].mod_revision, before[i].mod_revision) << after[i].key;
+
+  // The new leader's write goes through (it read the same records), and a non-leader's operator command too.
+  const CommitResult ok = write_rollout(b, true, 2000);
+  ASSERT_TRUE(ok.ok) << ok.error;
+  EXPECT_EQ(ok.written.rollout->seq, 2u);
+  EXPECT_EQ(ok.written.rollout->term, b.leader_view().term);
+  const CommitResult op = write_rollout(a, false);
+  ASSERT_TRUE(op.ok) << op.error;
+  EXPECT_EQ(op.written.rollout->seq, 3u);
+  EXPECT_TRUE(all_at(2));
+}
+
+TEST_F(FleetMemberTest, ACommitThatLostARaceIsBuiltAgainFromTheNewRecords) {
+  SimNode& a = add_node("node-1");
+  ASSERT_TRUE(write_rollout(a, false, 500).ok);
+  // Another writer changes the rollout record between node-1's read and its txn (from its own io thread,
+  // waited for inside MAKE): node-1's txn fails on the mod revision, MAKE runs again on the new records,
+  // and the seq it writes follows the other writer's.
+  net::test::IoThread other_io;
+  int calls = 0;
+  const CommitResult r = wait_call<CommitResult>(io_, [&](auto cb) {
+    a.member->commit(
+        "ranker", false,
+        [&](const ServiceRecords& current) {
+          if (++calls == 1) {
+            const fleet::RolloutRecord other = fleet::next_rollout_record(current.rollout, "ranker", a.definition, 0,
+                                                                          "other", 1, 0, RolloutState{}, {});
+            Client c(other_io.io, {server_.url()});
+            EXPECT_TRUE(wait_call<Header>(other_io, [&](auto done) {
+                          c.put(a.member->keys().rollout("ranker"), fleet::rollout_record_to_string(other), 0, done);
+                        }).first.ok);
+          }
+          Writes w;
+          w.rollout = fleet::next_rollout_record(current.rollout, "ranker", a.definition, 0, "racer", 1, 0,
+                                                 RolloutState{}, {});
+          return w;
+        },
+        [cb](CommitResult r) { cb(Status{true, {}, {}, false}, std::move(r)); });
+  }).second;
+  ASSERT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(calls, 2);
+  EXPECT_EQ(r.written.rollout->seq, 3u);
+  const auto kv = range("/veer/services/ranker/rollout").second.kvs;
+  ASSERT_EQ(kv.size(), 1u);
+  EXPECT_EQ(fleet::rollout_record_from_string(kv[0].value).writer, "racer");
 }
 
 }  // namespace

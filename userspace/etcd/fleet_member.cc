@@ -14,7 +14,8 @@ FleetMember::FleetMember(boost::asio::io_context& io, std::vector<std::string> e
       callbacks_(std::move(callbacks)),
       keys_(options_.prefix),
       lease_timer_(io),
-      sync_timer_(io) {}
+      sync_timer_(io),
+      leader_timer_(io) {}
 
 void FleetMember::later(boost::asio::steady_timer& timer, std::chrono::milliseconds after,
                         std::function<void()> then) {
@@ -27,12 +28,14 @@ void FleetMember::later(boost::asio::steady_timer& timer, std::chrono::milliseco
 void FleetMember::start() {
   grant();
   catch_up();
+  if (options_.campaign) check_leader();
 }
 
 void FleetMember::stop(std::function<void()> done) {
   stopped_ = true;
   lease_timer_.cancel();
   sync_timer_.cancel();
+  leader_timer_.cancel();
   if (watch_) watch_->cancel();
   watch_.reset();
   if (lease_ == 0) {
@@ -80,9 +83,8 @@ void FleetMember::keepalive_later() {
         self->later(self->lease_timer_, self->options_.retry, [self] { self->keepalive_later(); });
         return;
       }
-      if (a.ttl <= 0) {  // expired while we were cut off: the report went with it
-        self->lease_ = 0;
-        return self->grant();
+      if (a.ttl <= 0) {  // expired while we were cut off (or revoked): the report went with it
+        return self->lease_lost();
       }
       self->keepalive_later();
     });
@@ -97,11 +99,69 @@ void FleetMember::publish(std::string report_json) {
 void FleetMember::put_report() {
   if (lease_ == 0 || report_.empty() || stopped_) return;
   client_.put(keys_.node(options_.node), report_, lease_, [self = shared_from_this()](Status s, Header) {
-    if (!s.ok && !s.unreachable && s.error.find("lease not found") != std::string::npos && !self->stopped_) {
-      self->lease_ = 0;
-      self->lease_timer_.cancel();
-      self->grant();
+    if (!s.ok && !s.unreachable && s.error.find("lease not found") != std::string::npos && !self->stopped_)
+      self->lease_lost();
+  });
+}
+
+void FleetMember::lease_lost() {
+  // Everything under the lease went with it: the report, and the leader key if this member led.
+  lease_ = 0;
+  lease_timer_.cancel();
+  if (leader_.self) set_leader("", 0);
+  grant();
+}
+
+// ---- the leader: P/leader under the leader's lease, taken when free
+
+void FleetMember::set_leader(std::string leader, int64_t term) {
+  LeaderView next{std::move(leader), term > 0, term};
+  if (next.leader == leader_.leader && next.self == leader_.self && next.term == leader_.term) return;
+  leader_ = std::move(next);
+  if (callbacks_.on_leader) callbacks_.on_leader(leader_);
+}
+
+void FleetMember::check_leader() {
+  auto again = [self = shared_from_this()] {
+    self->later(self->leader_timer_, self->options_.leader_poll, [self] { self->check_leader(); });
+  };
+  if (lease_ == 0) {  // no lease yet: nothing to campaign with; look again soon
+    auto self = shared_from_this();
+    return later(leader_timer_, std::min(options_.leader_poll, std::chrono::milliseconds(100)),
+                 [self] { self->check_leader(); });
+  }
+  const std::string key = keys_.leader();
+  client_.range(key, false, [self = shared_from_this(), key, again](Status s, RangeAnswer a) {
+    if (self->stopped_) return;
+    // etcd away: what this member believes stays; its writes are guarded by the term anyway.
+    if (!s.ok) return again();
+    auto read = [self](const KeyValue& kv) {
+      const bool mine = kv.value == self->options_.node && kv.lease == self->lease_ && self->lease_ != 0;
+      self->set_leader(kv.value, mine ? kv.create_revision : 0);
+    };
+    if (!a.kvs.empty()) {
+      read(a.kvs[0]);
+      return again();
     }
+    // No leader: take the key if it is still absent (create revision 0), under this member's lease.
+    const int64_t lease = self->lease_;
+    Compare absent{key, Compare::Target::CreateRevision, Compare::Result::Equal, 0, {}};
+    Op put{Op::Kind::Put, key, self->options_.node, lease};
+    Op get{Op::Kind::Range, key, {}, 0};
+    self->client_.txn({absent}, {put}, {get}, [self, again, read, lease](Status s, TxnAnswer t) {
+      if (self->stopped_) return;
+      if (!s.ok) {
+        if (!s.unreachable && s.error.find("lease not found") != std::string::npos && lease == self->lease_)
+          self->lease_lost();
+        return again();
+      }
+      if (t.succeeded) {
+        self->set_leader(self->options_.node, t.header.revision);  // the put's revision is the key's create revision
+      } else if (!t.ranges.empty() && !t.ranges[0].empty()) {
+        read(t.ranges[0][0]);
+      }
+      again();
+    });
   });
 }
 
@@ -141,6 +201,18 @@ void FleetMember::watch_from(int64_t revision) {
 }
 
 void FleetMember::take(const KeyValue& kv) {
+  if (const auto rollout = keys_.rollout_service(kv.key)) {
+    fleet::RolloutRecord r;
+    try {
+      r = fleet::rollout_record_from_string(kv.value);
+      if (r.service != *rollout) throw fleet::RolloutRecordError("the record names service '" + r.service + "'");
+    } catch (const std::exception& e) {
+      if (callbacks_.on_bad_record) callbacks_.on_bad_record(kv.key, e.what());
+      return;
+    }
+    if (callbacks_.on_rollout) callbacks_.on_rollout(r, kv.mod_revision);
+    return;
+  }
   const auto service = keys_.table_service(kv.key);
   if (!service) return;  // another key under the services prefix
   fleet::TableVersion v;
@@ -165,50 +237,100 @@ std::optional<fleet::TableVersion> FleetMember::latest(const std::string& servic
 // ---- writes: read, build the successor, compare-and-swap
 
 void FleetMember::propose(const std::string& service, Make make, std::function<void(ProposeResult)> done) {
-  propose_attempt(service, std::move(make), std::move(done), 1);
+  commit(
+      service, false,
+      [make = std::move(make)](const ServiceRecords& current) { return Writes{make(current.table), std::nullopt}; },
+      [done = std::move(done)](CommitResult c) {
+        ProposeResult r;
+        r.ok = c.ok;
+        r.error = std::move(c.error);
+        r.unreachable = c.unreachable;
+        if (c.written.table) r.version = *c.written.table;
+        r.revision = c.revision;
+        done(std::move(r));
+      });
 }
 
-void FleetMember::propose_attempt(std::string service, Make make, std::function<void(ProposeResult)> done,
-                                  int attempt) {
-  const std::string key = keys_.table(service);
-  client_.range(key, false, [self = shared_from_this(), service, key, make, done, attempt](Status s,
-                                                                                         RangeAnswer a) {
-    ProposeResult r;
+void FleetMember::commit(const std::string& service, bool as_leader, MakeWrites make,
+                         std::function<void(CommitResult)> done) {
+  commit_attempt(service, as_leader, std::move(make), std::move(done), 1);
+}
+
+void FleetMember::commit_attempt(std::string service, bool as_leader, MakeWrites make,
+                                 std::function<void(CommitResult)> done, int attempt) {
+  const std::string table_key = keys_.table(service);
+  const std::string rollout_key = keys_.rollout(service);
+  client_.range(keys_.service_prefix(service), true, [self = shared_from_this(), service, as_leader, make, done,
+                                                      attempt, table_key, rollout_key](Status s, RangeAnswer a) {
+    CommitResult r;
     if (!s.ok) {
-      r.error = "reading the current version of '" + service + "': " + s.error;
+      r.error = "reading the fleet's records of '" + service + "': " + s.error;
       r.unreachable = s.unreachable;
       return done(std::move(r));
     }
-    std::optional<fleet::TableVersion> current;
-    int64_t mod_revision = 0;  // a key that does not exist compares as mod revision 0
+    const int64_t term = self->leader_.self ? self->leader_.term : 0;
+    if (as_leader && term == 0) {
+      r.deposed = true;
+      r.error = "this node does not lead the fleet";
+      return done(std::move(r));
+    }
+    ServiceRecords current;  // a key that does not exist compares as mod revision 0
     try {
-      if (!a.kvs.empty()) {
-        mod_revision = a.kvs[0].mod_revision;
-        current = fleet::table_version_from_string(a.kvs[0].value);
+      for (const auto& kv : a.kvs) {
+        if (kv.key == table_key) {
+          current.table = fleet::table_version_from_string(kv.value);
+          current.table_revision = kv.mod_revision;
+        } else if (kv.key == rollout_key) {
+          current.rollout = fleet::rollout_record_from_string(kv.value);
+          current.rollout_revision = kv.mod_revision;
+        }
       }
-      r.version = make(current);
+      r.written = make(current);
     } catch (const std::exception& e) {
       r.error = e.what();
       return done(std::move(r));
     }
-    const std::string value = fleet::table_version_to_string(r.version);
-    Compare unchanged{key, Compare::Target::ModRevision, Compare::Result::Equal, mod_revision, {}};
-    Op put{Op::Kind::Put, key, value, 0};
-    self->client_.txn({unchanged}, {put}, {}, [self, service, make, done, attempt, r](Status s, TxnAnswer t) mutable {
+    if (!r.written.table && !r.written.rollout) {
+      r.ok = true;  // nothing to write
+      return done(std::move(r));
+    }
+    using T = Compare::Target;
+    std::vector<Compare> compares{{table_key, T::ModRevision, Compare::Result::Equal, current.table_revision, {}},
+                                  {rollout_key, T::ModRevision, Compare::Result::Equal, current.rollout_revision, {}}};
+    if (as_leader) compares.push_back({self->keys_.leader(), T::CreateRevision, Compare::Result::Equal, term, {}});
+    std::vector<Op> puts;
+    if (r.written.table) puts.push_back({Op::Kind::Put, table_key, fleet::table_version_to_string(*r.written.table), 0});
+    if (r.written.rollout)
+      puts.push_back({Op::Kind::Put, rollout_key, fleet::rollout_record_to_string(*r.written.rollout), 0});
+    const std::vector<Op> failure{{Op::Kind::Range, self->keys_.leader(), {}, 0}};
+    self->client_.txn(compares, puts, failure, [self, service, as_leader, make, done, attempt, term, r](
+                                                   Status s, TxnAnswer t) mutable {
       if (!s.ok) {
-        r.error = "writing version " + std::to_string(r.version.version) + " of '" + service + "': " + s.error;
+        r.error = "writing the fleet's records of '" + service + "': " + s.error;
         r.unreachable = s.unreachable;
+        r.written = {};
         return done(std::move(r));
       }
       if (!t.succeeded) {
+        r.written = {};
+        const bool still_leads = !t.ranges.empty() && !t.ranges[0].empty() &&
+                                 t.ranges[0][0].create_revision == term;
+        if (as_leader && !still_leads) {
+          // Deposed: another node holds the key now (or no one does). Nothing was written.
+          self->set_leader(t.ranges.empty() || t.ranges[0].empty() ? std::string() : t.ranges[0][0].value, 0);
+          r.deposed = true;
+          r.error = "no longer the fleet's leader (term " + std::to_string(term) + " is over): nothing written";
+          return done(std::move(r));
+        }
         if (attempt < self->options_.propose_attempts) {
           // Another writer won: read again after a random pause that grows with the attempts, so two
           // writers in a loop do not keep colliding.
           auto timer = std::make_shared<boost::asio::steady_timer>(self->io_);
           std::uniform_int_distribution<int> pause(1, 10 << std::min(attempt, 4));
           timer->expires_after(std::chrono::milliseconds(pause(self->jitter_)));
-          return timer->async_wait([self, service, make, done, attempt, timer](const boost::system::error_code&) {
-            self->propose_attempt(service, make, done, attempt + 1);
+          return timer->async_wait([self, service, as_leader, make, done, attempt, timer](
+                                       const boost::system::error_code&) {
+            self->commit_attempt(service, as_leader, make, done, attempt + 1);
           });
         }
         r.error = "another node wrote '" + service + "' " + std::to_string(attempt) + " times in a row: not written";

@@ -26,6 +26,10 @@ TEST(FleetKeys, KeysAreBuiltUnderThePrefixAndReadBack) {
     EXPECT_FALSE(k.table_service(other)) << other;
   for (const char* other : {"/prod/veer/nodes/", "/prod/veer/nodes/a/b", "/prod/veer/leader"})
     EXPECT_FALSE(k.node_of(other)) << other;
+  EXPECT_EQ(k.rollout("ranker"), "/prod/veer/services/ranker/rollout");
+  EXPECT_EQ(k.rollout_service("/prod/veer/services/ranker/rollout"), "ranker");
+  EXPECT_FALSE(k.rollout_service("/prod/veer/services/ranker/table"));
+  EXPECT_EQ(k.service_prefix("ranker"), "/prod/veer/services/ranker/");
   EXPECT_THROW(FleetKeys("veer"), std::invalid_argument);
   EXPECT_THROW(FleetKeys("/veer/"), std::invalid_argument);
 }

@@ -13,9 +13,20 @@ std::string FleetKeys::table(std::string_view service) const {
   return services_prefix() + std::string(service) + "/table";
 }
 
+std::string FleetKeys::rollout(std::string_view service) const {
+  return services_prefix() + std::string(service) + "/rollout";
+}
+
 std::optional<std::string> FleetKeys::table_service(std::string_view key) const {
+  return service_of(key, "/table");
+}
+
+std::optional<std::string> FleetKeys::rollout_service(std::string_view key) const {
+  return service_of(key, "/rollout");
+}
+
+std::optional<std::string> FleetKeys::service_of(std::string_view key, std::string_view tail) const {
   const std::string head = services_prefix();
-  constexpr std::string_view tail = "/table";
   if (key.size() <= head.size() + tail.size() || key.substr(0, head.size()) != head ||
       key.substr(key.size() - tail.size()) != tail)
     return std::nullopt;
