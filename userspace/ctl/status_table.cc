@@ -186,14 +186,23 @@ std::string format_status(const json& r) {
   }
   if (auto fleet = r.find("fleet"); fleet != r.end() && fleet->is_object()) {
     out << "fleet: node " << text(*fleet, "node") << "  prefix " << text(*fleet, "prefix") << "  etcd "
-        << (fleet->value("connected", false) ? "connected" : "UNREACHABLE (tables kept): " + text(*fleet, "connection"))
-        << "\n";
+        << (fleet->value("connected", false) ? "connected" : "UNREACHABLE (tables kept): " + text(*fleet, "connection"));
+    if (fleet->value("is_leader", false)) {
+      out << "  leader: this node (term " << text(*fleet, "term") << ")";
+    } else if (auto l = fleet->find("leader"); l != fleet->end() && l->is_string()) {
+      out << "  leader: " << l->get<std::string>();
+    } else if (fleet->contains("leader")) {
+      out << "  leader: none";
+    }
+    out << "\n";
     if (auto services = fleet->find("services"); services != fleet->end() && services->is_object()) {
       for (auto it = services->begin(); it != services->end(); ++it) {
         out << "  " << it.key() << ": applied version " << text(*it, "applied_version") << " of "
             << text(*it, "current_version") << " (lag " << text(*it, "lag") << ")  definition "
             << text(*it, "definition");
         if (it->contains("diverged")) out << "  DIVERGED, applies nothing: " << text(*it, "diverged");
+        if (auto w = it->find("gate_window"); w != it->end() && w->is_object())
+          out << "  gates on " << text(*w, "contributing") << " of " << (*w)["nodes"].size() << " nodes";
         out << "\n";
       }
     }

@@ -31,6 +31,8 @@
 namespace veer {
 namespace fleet {
 struct TableVersion;
+struct RolloutRecord;
+struct FleetWindow;
 }
 namespace metrics {
 class Registry;
@@ -69,6 +71,12 @@ class Daemon {
 
   // veer's own metrics (SPEC §7) in the Prometheus text format.
   std::string render_metrics() const;
+
+  // Fleet mode: leaves the fleet before veerd exits (revokes the lease: the
+  // report and, on the leader, the leader key go at once, so another node
+  // takes over without waiting for the TTL); THEN runs when that is done or
+  // after a second, whichever comes first. Without a fleet THEN runs at once.
+  void leave_fleet(std::function<void()> then);
 
  private:
   // What a service has at run time besides its config: the rollout engine,
@@ -162,6 +170,23 @@ class Daemon {
   // Takes a weights/switch/drain request in fleet mode (true), else false.
   bool fleet_request(const protocol::Request& request, const std::function<void(std::string)>& done);
   void fleet_on_version(const fleet::TableVersion& v);
+  void fleet_on_rollout(const fleet::RolloutRecord& r, int64_t revision);
+  void fleet_on_leader();
+  // Whether this node's rollout engine of S ticks: always on a single node; in fleet mode only on the
+  // leader, and not while its last decision is still being written.
+  bool ticks_here(const Service& s) const;
+  // The leader's view of the fleet's telemetry over the last interval (one read of every node's report).
+  void fleet_window(const Service& s, double seconds, std::function<void(fleet::FleetWindow)> done);
+  // The leader writes the decision its engine took (rollout record and, if the weights or the stable
+  // variant changed, the next table version) in one txn guarded by its term; every node applies it
+  // from etcd. A write that fails undoes the decision (the engine goes back to the fleet's record).
+  void fleet_commit_decision(Service& s, const Decision& d);
+  // An operator's rollout command on any node: the engine of the fleet's record takes it, the result
+  // is written in one txn guarded by the record's mod revision.
+  void fleet_rollout_command(const protocol::RolloutRequest& r, const std::function<void(std::string)>& done);
+  // The engine of S rebuilt from the fleet's record (Idle without one).
+  void fleet_restore_engine(Service& s);
+  void fleet_record_events(const Service& s, const fleet::RolloutRecord& r);
   void fleet_report();
   // veerctl nodes: every node's report under the prefix (live nodes only: reports live under leases).
   void fleet_nodes(const std::function<void(std::string)>& done);

@@ -19,10 +19,13 @@
 #include <spdlog/spdlog.h>
 
 #include <random>
+#include <set>
 
 #include "daemon.h"
 #include "fleet/definition_digest.h"
+#include "fleet/fleet_window.h"
 #include "fleet/node_report.h"
+#include "fleet/rollout_record.h"
 #include "fleet/table_change.h"
 #include "fleet/version_fence.h"
 #include "metrics/metrics_registry.h"
@@ -38,8 +41,8 @@ using protocol::ProtocolError;
 
 namespace {
 
-constexpr auto kReportEvery = std::chrono::seconds(1);
 constexpr auto kAnswerWait = std::chrono::seconds(2);
+constexpr auto kLeaveWait = std::chrono::seconds(1);
 
 std::string new_epoch() {
   std::random_device rd;
@@ -69,6 +72,20 @@ struct Daemon::Fleet {
     std::shared_ptr<boost::asio::steady_timer> deadline;
   };
   std::vector<Waiter> waiters;
+  // Reports go out four times a gate interval (the shortest of the node's
+  // rollouts, 250 ms .. 1 s), so the leader finds a fresh one from every node
+  // in every interval.
+  std::chrono::milliseconds report_every{1000};
+  etcd::LeaderView leader;
+  // Per service: the fleet's rollout record as this node last read (or wrote) it.
+  struct Mirror {
+    std::optional<fleet::RolloutRecord> record;
+    int64_t revision = 0;
+  };
+  std::map<std::string, Mirror> rollouts;
+  std::map<std::string, fleet::FleetAggregator> aggregators;  // the leader's, per service
+  std::map<std::string, fleet::FleetWindow> last_window;      // the leader's last, per service
+  std::set<std::string> committing;                           // the leader's writes in flight
 };
 
 void Daemon::FleetDeleter::operator()(Fleet* f) const { delete f; }
@@ -89,6 +106,10 @@ void Daemon::fleet_setup() {
                                                               fleet::definition_digest(s.config, config_.node.hash_seed),
                                                               applied));
   }
+  for (const auto& s : services_)
+    if (s.config.rollout)
+      fleet_->report_every = std::min(fleet_->report_every, std::max(std::chrono::milliseconds(250),
+                                                                     s.config.rollout->interval / 4));
   spdlog::info("fleet: node {} of {} at {}", fleet_->cluster.node_name, fleet_->cluster.prefix,
                fmt::join(fleet_->cluster.endpoints, ","));
 }
@@ -108,6 +129,11 @@ void Daemon::fleet_run(boost::asio::io_context& io) {
   callbacks.on_bad_record = [this](const std::string& key, const std::string& why) {
     spdlog::warn("fleet: {}: not a table version: {}", key, why);
     record_event("", "fleet", "etcd holds a record this node cannot read (" + key + "): " + why, {});
+  };
+  callbacks.on_rollout = [this](const fleet::RolloutRecord& r, int64_t revision) { fleet_on_rollout(r, revision); };
+  callbacks.on_leader = [this](const etcd::LeaderView& l) {
+    fleet_->leader = l;
+    fleet_on_leader();
   };
   callbacks.on_connection = [this](bool connected, const std::string& why) {
     fleet_->connected = connected;
@@ -178,6 +204,8 @@ void Daemon::fleet_on_version(const fleet::TableVersion& v) {
                values);
   persist();
   fleet_answer_waiters(s.config.name);
+  // The fleet learns at once that this node applied it (`nodes`, the leader's lag), not at the next tick.
+  if (fleet_->report_timer) fleet_report();
 }
 
 void Daemon::fleet_answer_waiters(const std::string& service) {
@@ -196,10 +224,10 @@ void Daemon::fleet_answer_waiters(const std::string& service) {
 }
 
 bool Daemon::fleet_request(const protocol::Request& request, const std::function<void(std::string)>& done) {
-  if (std::holds_alternative<protocol::RolloutRequest>(request))
-    throw ProtocolError(ErrorCode::Refused,
-                        "rollouts in fleet mode need the fleet's leader, which this veerd does not run yet: "
-                        "use weights and switch, which every node of the fleet applies");
+  if (const auto* r = std::get_if<protocol::RolloutRequest>(&request)) {
+    fleet_rollout_command(*r, done);
+    return true;
+  }
   if (std::holds_alternative<protocol::ReloadRequest>(request))
     throw ProtocolError(ErrorCode::Refused,
                         "reload in fleet mode: the fence of each service holds its definition; restart veerd to "
@@ -288,6 +316,283 @@ bool Daemon::fleet_request(const protocol::Request& request, const std::function
   return true;
 }
 
+// ---------------------------------------------------------------------------
+// The leader and the fleet's rollouts
+
+namespace {
+
+// What the fleet cannot sum yet: pushed values and A/B counts live on the node that took them.
+void check_fleet_rollout(const ServiceConfig& c) {
+  const RolloutConfig& r = *c.rollout;
+  if (r.strategy == RolloutStrategy::Ab)
+    throw ProtocolError(ErrorCode::Refused, "service \"" + c.name +
+                                                "\": A/B rollouts are not run in fleet mode yet (the A/B counts "
+                                                "are per node); run canary or blue-green rollouts");
+  auto pushed = [](const std::vector<GateConfig>& gates) {
+    return std::any_of(gates.begin(), gates.end(), [](const GateConfig& g) { return g.source == GateSource::Push; });
+  };
+  if (pushed(r.gates) || (r.pre_promotion && pushed(r.pre_promotion->gates)) ||
+      (r.post_promotion && pushed(r.post_promotion->gates)))
+    throw ProtocolError(ErrorCode::Refused, "service \"" + c.name +
+                                                "\": push gates are not read across the fleet yet (pushed values "
+                                                "stay on the node that took them); use kernel, prometheus or probe "
+                                                "gates in fleet mode");
+}
+
+// The table version's cause for a rollout decision: what its events say.
+std::string decision_cause(const Decision& d) {
+  std::string cause = "rollout";
+  for (const auto& e : d.events)
+    if (e.kind == "abort") cause = "rollout: abort: " + e.message;
+  if (cause == "rollout" && !d.events.empty()) cause = "rollout: " + d.events.back().message;
+  if (cause.size() > fleet::kMaxCauseLength) cause.resize(fleet::kMaxCauseLength);
+  return cause;
+}
+
+}  // namespace
+
+bool Daemon::ticks_here(const Service& s) const {
+  if (!fleet_) return true;
+  return fleet_->leader.self && !fleet_->committing.count(s.config.name) && !fleet_->diverged.count(s.config.name);
+}
+
+void Daemon::fleet_restore_engine(Service& s) {
+  if (!s.config.rollout) return;
+  const auto& m = fleet_->rollouts[s.config.name];
+  try {
+    s.rt->engine = m.record ? std::make_unique<RolloutEngine>(s.config, m.record->state)
+                            : std::make_unique<RolloutEngine>(s.config);
+  } catch (const std::invalid_argument& e) {
+    spdlog::error("fleet: service {}: the fleet's rollout record does not fit this node: {}", s.config.name, e.what());
+    s.rt->engine = std::make_unique<RolloutEngine>(s.config);
+  }
+}
+
+void Daemon::fleet_record_events(const Service& s, const fleet::RolloutRecord& r) {
+  for (const auto& e : r.events) {
+    std::map<std::string, double> values = e.values;
+    if (r.table_version) values["version"] = static_cast<double>(r.table_version);
+    const std::string where = " [" + r.writer + (r.table_version ? ", version " + std::to_string(r.table_version) : "") + "]";
+    if (e.kind == "abort" || e.kind == "completed" || e.kind == "hold")
+      spdlog::warn("service {}: {}{}", s.config.name, e.message, where);
+    else
+      spdlog::info("service {}: {}{}", s.config.name, e.message, where);
+    record_event(s.config.name, e.kind, e.message + where, values, e.time.count());
+  }
+}
+
+void Daemon::fleet_on_rollout(const fleet::RolloutRecord& r, int64_t revision) {
+  Service* found = nullptr;
+  for (auto& s : services_)
+    if (s.config.name == r.service) found = &s;
+  if (!found || !found->config.rollout) return;
+  Service& s = *found;
+  if (r.definition != fleet_->fences.at(s.config.name).definition()) return;  // diverged: shown by the table's fence
+  auto& m = fleet_->rollouts[s.config.name];
+  if (!fleet::newer(r, m.record)) return;  // a duplicate, an old event, or this node's own write
+  m.record = r;
+  m.revision = revision;
+  // This leader's own write, seen by the watch before the txn's answer: the engine already holds that
+  // state, and rebuilding it would drop the time since (a restored engine counts no pause time at its
+  // first tick).
+  const bool own = fleet_->leader.self && r.term == fleet_->leader.term && r.writer == fleet_->cluster.node_name;
+  // Anything else (an operator's command from any node, another leader's step) replaces what the engine holds.
+  if (!own) fleet_restore_engine(s);
+  fleet_record_events(s, r);
+}
+
+void Daemon::fleet_on_leader() {
+  const etcd::LeaderView& l = fleet_->leader;
+  std::string message;
+  if (l.self) {
+    message = "this node leads the fleet (term " + std::to_string(l.term) + ")";
+  } else if (l.leader.empty()) {
+    message = "no longer the fleet's leader, or no leader known";
+  } else {
+    message = l.leader + " leads the fleet";
+  }
+  spdlog::info("fleet: {}", message);
+  record_event("", "leader", message, {{"term", static_cast<double>(l.term)}});
+  // A new term starts from the fleet's records: the engines as etcd has them (the time since their last
+  // write did not count as pause time: no gate watched it), baselines of every node's counters anew.
+  fleet_->aggregators.clear();
+  fleet_->last_window.clear();
+  for (auto& s : services_) fleet_restore_engine(s);
+}
+
+void Daemon::fleet_window(const Service& s, double seconds, std::function<void(fleet::FleetWindow)> done) {
+  const std::string name = s.config.name;
+  std::vector<std::string> variants;
+  for (const auto& v : s.config.variants) variants.push_back(v.name);
+  const Millis interval = s.config.rollout ? s.config.rollout->interval : Millis{2000};
+  fleet_->member->client().range(
+      fleet_->member->keys().nodes_prefix(), true,
+      [this, name, variants, seconds, interval, done](etcd::Status st, etcd::RangeAnswer a) {
+        std::map<std::string, fleet::NodeReport> latest;
+        std::vector<std::string> live;
+        if (st.ok) {
+          for (const auto& kv : a.kvs) {
+            const auto node = fleet_->member->keys().node_of(kv.key);
+            if (!node) continue;
+            live.push_back(*node);  // a report key lives under its node's lease
+            try {
+              fleet::NodeReport r = fleet::node_report_from_string(kv.value);
+              if (r.node == *node) latest.emplace(*node, std::move(r));
+            } catch (const std::exception& e) {
+              spdlog::debug("fleet: the report of {} is unreadable: {}", *node, e.what());
+            }
+          }
+        } else {
+          spdlog::warn("fleet: service {}: the nodes' reports cannot be read: {}", name, st.error);
+        }
+        auto it = fleet_->aggregators.find(name);
+        if (it == fleet_->aggregators.end())
+          it = fleet_->aggregators
+                   .emplace(name, fleet::FleetAggregator(name, variants, fleet_->fences.at(name).definition()))
+                   .first;
+        // A report older than two intervals and two report periods is stale: the node is cut off or stuck.
+        const int64_t max_age = 2 * interval.count() + 2 * fleet_->report_every.count();
+        fleet::FleetWindow w = it->second.step(latest, live, unix_ms(), max_age, seconds);
+        fleet_->last_window[name] = w;
+        done(std::move(w));
+      });
+}
+
+void Daemon::fleet_commit_decision(Service& s, const Decision& d) {
+  const std::string name = s.config.name;
+  const int64_t term = fleet_->leader.term;
+  const int64_t based_on = fleet_->rollouts[name].revision;
+  const RolloutState state = s.rt->engine->state();
+  fleet::BaseTable base;
+  base.table = tables_->active_table(s.id);
+  base.stable = static_cast<unsigned>(std::max(0, s.config.variant_index(s.stable)));
+  base.draining.resize(s.config.variants.size());
+  auto make = [svc = s.config, definition = fleet_->fences.at(name).definition(), seed = config_.node.hash_seed,
+               base, d, state, term, based_on, writer = fleet_->cluster.node_name](const etcd::ServiceRecords& cur) {
+    if (cur.rollout_revision != based_on)
+      throw std::runtime_error("the fleet's rollout record changed since this node read it (revision " +
+                               std::to_string(based_on) + ", now " + std::to_string(cur.rollout_revision) + ")");
+    etcd::Writes w;
+    const int64_t now = unix_ms();
+    if (d.weights_bp || d.new_stable) {
+      fleet::TableChange change;
+      change.weights_bp = d.weights_bp;
+      if (d.new_stable) change.stable = static_cast<unsigned>(std::max(0, svc.variant_index(*d.new_stable)));
+      change.cause = decision_cause(d);
+      w.table = fleet::next_table_version(cur.table, base, svc, definition, seed, change, writer, now);
+    }
+    w.rollout = fleet::next_rollout_record(cur.rollout, svc.name, definition, term, writer, now,
+                                           w.table ? w.table->version : 0, state, d.events);
+    return w;
+  };
+  fleet_->committing.insert(name);
+  std::weak_ptr<Runtime> weak = s.rt;
+  fleet_->member->commit(name, true, make, [this, name, weak](etcd::CommitResult r) {
+    fleet_->committing.erase(name);
+    auto rt = weak.lock();
+    Service* sp = rt ? find_service(name, rt) : nullptr;
+    if (!sp) return;
+    if (!r.ok) {
+      spdlog::warn("fleet: service {}: the rollout's decision was not written, so not taken: {}", name, r.error);
+      if (r.deposed) record_event(name, "leader", "no longer the fleet's leader: " + r.error, {});
+      fleet_restore_engine(*sp);  // back to the fleet's record: the decision did not happen
+      return;
+    }
+    auto& m = fleet_->rollouts[name];
+    if (r.written.rollout && fleet::newer(*r.written.rollout, m.record)) {
+      m.record = *r.written.rollout;
+      m.revision = r.revision;
+      fleet_record_events(*sp, *r.written.rollout);
+    }
+  });
+}
+
+void Daemon::fleet_rollout_command(const protocol::RolloutRequest& req, const std::function<void(std::string)>& done) {
+  Service& s = service_named(req.service);
+  if (!s.config.rollout)
+    throw ProtocolError(ErrorCode::Refused, "service \"" + s.config.name + "\" has no rollout section");
+  check_fleet_rollout(s.config);
+  if (const auto it = fleet_->diverged.find(s.config.name); it != fleet_->diverged.end())
+    throw ProtocolError(ErrorCode::Refused, "service \"" + s.config.name +
+                                                "\": this node's definition differs from the fleet's: " + it->second);
+  const std::string name = s.config.name;
+  fleet::BaseTable base;
+  base.table = tables_->active_table(s.id);
+  base.stable = static_cast<unsigned>(std::max(0, s.config.variant_index(s.stable)));
+  base.draining.resize(s.config.variants.size());
+  auto refused = std::make_shared<std::string>();  // a command the rollout's phase does not allow
+  auto make = [svc = s.config, definition = fleet_->fences.at(name).definition(), seed = config_.node.hash_seed,
+               base, req, refused, writer = fleet_->cluster.node_name](const etcd::ServiceRecords& cur) {
+    RolloutEngine engine = cur.rollout ? RolloutEngine(svc, cur.rollout->state) : RolloutEngine(svc);
+    const Millis now{unix_ms()};
+    Decision d;
+    try {
+      switch (req.action) {
+        case protocol::RolloutAction::Start: d = engine.start(now); break;
+        case protocol::RolloutAction::Promote: d = engine.promote(now, req.full); break;
+        case protocol::RolloutAction::Pause: d = engine.pause(now); break;
+        case protocol::RolloutAction::Abort: d = engine.abort(now, "by the operator on " + writer); break;
+        case protocol::RolloutAction::Retry: d = engine.retry(now); break;
+      }
+    } catch (const RolloutCommandError& e) {
+      *refused = e.what();
+      throw;
+    }
+    etcd::Writes w;
+    if (d.weights_bp || d.new_stable) {
+      fleet::TableChange change;
+      change.weights_bp = d.weights_bp;
+      if (d.new_stable) change.stable = static_cast<unsigned>(std::max(0, svc.variant_index(*d.new_stable)));
+      change.cause = decision_cause(d);
+      w.table = fleet::next_table_version(cur.table, base, svc, definition, seed, change, writer, now.count());
+    }
+    w.rollout = fleet::next_rollout_record(cur.rollout, svc.name, definition, 0, writer, now.count(),
+                                           w.table ? w.table->version : 0, engine.state(), d.events);
+    return w;
+  };
+  std::weak_ptr<Runtime> weak = s.rt;
+  fleet_->member->commit(name, false, make, [this, name, weak, refused, done](etcd::CommitResult r) {
+    if (!r.ok) {
+      if (!refused->empty()) return done(protocol::error_answer(ErrorCode::Refused, *refused));
+      return done(protocol::error_answer(ErrorCode::Refused,
+                                         std::string(r.unreachable ? "etcd unreachable, nothing changed: "
+                                                                   : "the fleet's rollout was not written: ") +
+                                             r.error));
+    }
+    auto rt = weak.lock();
+    Service* sp = rt ? find_service(name, rt) : nullptr;
+    if (!sp) return done(protocol::error_answer(ErrorCode::NotFound, "service \"" + name + "\" is gone"));
+    auto& m = fleet_->rollouts[name];
+    if (r.written.rollout && fleet::newer(*r.written.rollout, m.record)) {
+      m.record = *r.written.rollout;
+      m.revision = r.revision;
+      fleet_restore_engine(*sp);
+      fleet_record_events(*sp, *r.written.rollout);
+    }
+    json out = rollout_status(*sp);
+    if (r.written.table) out["fleet_version"] = r.written.table->version;
+    done(protocol::ok_answer(out));
+  });
+}
+
+void Daemon::leave_fleet(std::function<void()> then) {
+  if (!fleet_ || !fleet_->member) return then();
+  auto once = std::make_shared<std::function<void()>>(std::move(then));
+  auto fire = [once] {
+    if (!*once) return;
+    auto f = std::move(*once);
+    *once = nullptr;
+    f();
+  };
+  auto timer = std::make_shared<boost::asio::steady_timer>(*io_);
+  timer->expires_after(kLeaveWait);
+  timer->async_wait([timer, fire](const boost::system::error_code&) { fire(); });
+  fleet_->member->stop([timer, fire] {
+    timer->cancel();
+    fire();
+  });
+}
+
 void Daemon::fleet_nodes(const std::function<void(std::string)>& done) {
   const std::string prefix = fleet_->member->keys().nodes_prefix();
   fleet_->member->client().range(prefix, true, [this, done](etcd::Status s, etcd::RangeAnswer a) {
@@ -348,7 +653,7 @@ void Daemon::fleet_report() {
       sr.variants[s.config.variants[v].name] = fleet::kernel_since(base.at(v), kernel_sample(s, v));
   }
   fleet_->member->publish(fleet::node_report_to_string(report));
-  fleet_->report_timer->expires_after(kReportEvery);
+  fleet_->report_timer->expires_after(fleet_->report_every);
   fleet_->report_timer->async_wait([this](const boost::system::error_code& ec) {
     if (!ec) fleet_report();
   });
@@ -365,6 +670,17 @@ json Daemon::fleet_status() const {
             {"current_version", current},
             {"lag", current > fence.applied_version() ? current - fence.applied_version() : 0}};
     if (const auto d = fleet_->diverged.find(name); d != fleet_->diverged.end()) sv["diverged"] = d->second;
+    if (const auto m = fleet_->rollouts.find(name); m != fleet_->rollouts.end() && m->second.record) {
+      const fleet::RolloutRecord& r = *m->second.record;
+      sv["rollout_record"] = json{{"seq", r.seq}, {"writer", r.writer}, {"term", r.term}, {"at_ms", r.at_ms}};
+    }
+    if (const auto w = fleet_->last_window.find(name); w != fleet_->last_window.end()) {
+      json nodes = json::array();
+      for (const auto& c : w->second.nodes)
+        nodes.push_back(json{{"node", c.node}, {"state", fleet::to_string(c.state)}, {"reason", c.reason},
+                             {"report_age_ms", c.report_age_ms}});
+      sv["gate_window"] = json{{"contributing", w->second.contributing}, {"nodes", nodes}};
+    }
     services[name] = sv;
   }
   return json{{"node", fleet_->cluster.node_name},
@@ -373,6 +689,9 @@ json Daemon::fleet_status() const {
               {"connected", fleet_->connected},
               {"connection", fleet_->connection},
               {"epoch", fleet_->epoch},
+              {"leader", fleet_->leader.leader.empty() ? json(nullptr) : json(fleet_->leader.leader)},
+              {"is_leader", fleet_->leader.self},
+              {"term", fleet_->leader.term},
               {"services", services}};
 }
 
@@ -396,6 +715,22 @@ void Daemon::fleet_metrics(metrics::Registry& m) const {
     m.set("veer_fleet_diverged", {{"service", name}}, fleet_->diverged.count(name) ? 1.0 : 0.0);
   }
   m.set("veer_fleet_connected", {}, fleet_->connected ? 1.0 : 0.0);
+  m.declare("veer_leader", metrics::MetricType::Gauge,
+            "Fleet mode: 1 while this node leads the fleet (runs its rollouts), else 0.", {});
+  m.set("veer_leader", {}, fleet_->leader.self ? 1.0 : 0.0);
+  m.declare("veer_fleet_nodes", metrics::MetricType::Gauge,
+            "Fleet mode, on the leader: the live nodes of the service's last gate window by how they counted "
+            "(fresh and restarted ones contributed).",
+            {"service", "state"});
+  for (const auto& [name, w] : fleet_->last_window) {
+    std::map<std::string, double> by_state;
+    for (auto st : {fleet::NodeState::Fresh, fleet::NodeState::Restarted, fleet::NodeState::FirstSeen,
+                    fleet::NodeState::NoNewReport, fleet::NodeState::Stale, fleet::NodeState::Missing,
+                    fleet::NodeState::Invalid})
+      by_state[fleet::to_string(st)] = 0;
+    for (const auto& c : w.nodes) by_state[fleet::to_string(c.state)] += 1;
+    for (const auto& [st, n] : by_state) m.set("veer_fleet_nodes", {{"service", name}, {"state", st}}, n);
+  }
 }
 
 }  // namespace veer

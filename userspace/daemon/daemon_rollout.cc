@@ -10,6 +10,7 @@
 #include <set>
 
 #include "daemon.h"
+#include "fleet/fleet_window.h"
 #include "unix_time.h"
 #include "metrics/metrics_registry.h"
 #include "veer/http_scraper.h"
@@ -243,6 +244,7 @@ void Daemon::on_window(const std::string& name, const std::shared_ptr<Runtime>& 
   pushed.swap(rt->push_window);
 
   if (!rt->engine) return;
+  if (!ticks_here(s)) return;  // fleet mode: the leader runs the fleet's rollouts
   RolloutEngine& engine = *rt->engine;
   const RolloutConfig& rc = engine.config();
   const int test = test_variant(s);
@@ -276,6 +278,7 @@ void Daemon::on_window(const std::string& name, const std::shared_ptr<Runtime>& 
     std::vector<KernelWindow> windows;
     std::vector<PushData> pushed;
     double seconds = 0;
+    std::optional<fleet::FleetWindow> fleet;  // fleet mode: the kernel telemetry of every node, summed
   };
   auto gather = std::make_shared<Gather>();
   gather->windows = rt->window;
@@ -323,7 +326,11 @@ void Daemon::on_window(const std::string& name, const std::shared_ptr<Runtime>& 
         auto measure = [&](int v) -> Measurement {
           if (v < 0) return Measurement::error("no such variant");
           switch (g.source) {
-            case GateSource::Kernel: return kernel_measurement(gather->windows[v], g.metric);
+            case GateSource::Kernel:
+              if (gather->fleet)
+                return fleet::fleet_measurement(*gather->fleet, sp->config.variants[static_cast<size_t>(v)].name,
+                                                g.metric, config_.cluster ? config_.cluster->min_nodes : 0);
+              return kernel_measurement(gather->windows[v], g.metric);
             case GateSource::Push: return push_measurement(gather->pushed[v], g);
             case GateSource::Prometheus: return prom_measure(v, g);
             case GateSource::Probe: return probe_measurement(gather->probes, g.metric);
@@ -373,6 +380,13 @@ void Daemon::on_window(const std::string& name, const std::shared_ptr<Runtime>& 
       });
     }
   }
+  if (fleet_ && engine.active()) {
+    ++gather->pending;
+    fleet_window(s, seconds, [gather, done](fleet::FleetWindow w) {
+      gather->fleet = std::move(w);
+      done();
+    });
+  }
   done();  // the initial count of 1: runs the tick now if nothing went out
 }
 
@@ -380,6 +394,7 @@ void Daemon::finish_tick(const std::string& name, const std::shared_ptr<Runtime>
   Service* sp = find_service(name, rt);
   if (!sp || !rt->engine || !rt->engine->active()) return;
   Service& s = *sp;
+  if (!ticks_here(s)) return;  // leadership went while the measurements were out
   const Millis now{unix_ms()};
   Decision d;
   try {
@@ -391,6 +406,7 @@ void Daemon::finish_tick(const std::string& name, const std::shared_ptr<Runtime>
   const RolloutState& state = rt->engine->state();
   for (const auto& [gate, st] : state.gates)
     if (st.at == now) ++rt->gate_results[{state.gates_stage, gate}][to_string(st.result)];
+  if (fleet_) return fleet_commit_decision(s, d);  // every node applies it from etcd
   apply_decision(s, d);
 }
 

@@ -253,7 +253,7 @@ int main(int argc, char** argv) {
     metrics_server->stop();
     stop_signals.cancel();
     watchdog_timer.cancel();
-    io.stop();
+    daemon->leave_fleet([&io] { io.stop(); });  // fleet mode: the lease revoked first (bounded)
   };
   server = std::make_unique<veer::ControlServer>(
       io, listen_fd, socket_path, veer_gid,
