@@ -15,9 +15,13 @@
                       change knobs at run time (for new requests); answers {"ok": true, "knobs": {...}},
                       or 400 {"ok": false, "error": ...} and nothing changed. KEYs: latency ("fixed:50",
                       "normal:50:5", "lognormal:50:0.3", "uniform:20:80", "none"), latency_ms, error_rate,
-                      reset_rate, predictions ("cat:0.7,dog:0.3" or a JSON object), reset (true: all off
-                      first). Same knobs at start: --latency --error-rate --reset-rate --predictions.
+                      reset_rate, latency_clients ("10.0.3.0/24,fd00:3::/64": the added latency only for
+                      the clients whose peer address is inside one of these prefixes, IPv4-mapped IPv6 peers
+                      as IPv4; "all", the default: every client; errors and resets still apply to all),
+                      predictions ("cat:0.7,dog:0.3" or a JSON object), reset (true: all off first). Same
+                      knobs at start: --latency --latency-clients --error-rate --reset-rate --predictions.
       e.g. ip netns exec P-canary curl -s '127.0.0.1:8080/control?latency=fixed:300&error_rate=0.02'
+           ip netns exec P-canary curl -s '127.0.0.1:8080/control?latency=fixed:300&latency_clients=10.0.3.0/24'
            ip netns exec P-canary curl -s -XPOST 127.0.0.1:8080/control -d '{"reset": true}'
       (or scripts/testbed/control.py --prefix P --variant canary latency=fixed:300)
   UDP echo on --udp-port (9000): answers "<variant> <payload>".
@@ -64,15 +68,18 @@ class Counter:
         return out
 
 
-def client_address(peer):
-    """Peer tuple -> canonical address text; None for loopback (not counted)."""
-    host = peer[0]
-    addr = ipaddress.ip_address(host.split("%")[0])
+def peer_address(peer):
+    """Peer tuple -> canonical address text (an IPv4-mapped IPv6 peer as its IPv4 address, no zone)."""
+    addr = ipaddress.ip_address(peer[0].split("%")[0])
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped
-    if addr.is_loopback:
-        return None
     return str(addr)
+
+
+def client_address(peer):
+    """Peer tuple -> canonical address text; None for loopback (not counted)."""
+    text = peer_address(peer)
+    return None if ipaddress.ip_address(text).is_loopback else text
 
 
 class Backend:
@@ -140,11 +147,12 @@ class Backend:
             return "400 Bad Request", {"ok": False, "variant": self.variant, "error": str(exc),
                                        "knobs": self.knobs.as_json()}
 
-    async def model_request(self, writer, client, method, path, close, started):
-        """One model request: the drawn latency, then 200 (with a prediction), 500 or a reset.
+    async def model_request(self, writer, client, peer, method, path, close, started):
+        """One model request: the drawn latency (if latency_clients takes in PEER, the peer's address), then
+        200 (with a prediction), 500 or a reset. CLIENT is the counting key (None: loopback, not counted).
         Returns False when the connection was reset (nothing more to do on it)."""
         knobs = self.knobs  # the knobs current when the request arrived
-        if knobs.latency.dist != "none":
+        if knobs.latency.dist != "none" and knobs.latency_applies_to(peer):
             delay = knobs.latency.draw(self.rng)
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -182,7 +190,8 @@ class Backend:
         return True
 
     async def serve_http(self, reader, writer):
-        client = client_address(writer.get_extra_info("peername"))
+        peername = writer.get_extra_info("peername")
+        peer, client = peer_address(peername), client_address(peername)
         if client is not None:
             self.http.add(client, "connections")
         try:
@@ -233,7 +242,7 @@ class Backend:
                 elif method in ("GET", "HEAD", "POST"):
                     if client is not None:
                         self.http.add(client, "requests")
-                    if not await self.model_request(writer, client, method, path, close, started):
+                    if not await self.model_request(writer, client, peer, method, path, close, started):
                         return
                 else:
                     writer.write(self.response("405 Method Not Allowed", b"", "text/plain", True))
@@ -306,13 +315,16 @@ async def main():
     ap.add_argument("--pid-file", help="written once every socket is bound")
     ap.add_argument("--latency", help="added latency: none | fixed:MS | normal:MEAN:STDDEV | "
                                       "lognormal:MEDIAN_MS:SIGMA | uniform:MIN:MAX (ms)")
+    ap.add_argument("--latency-clients", help='the clients the added latency applies to: comma-separated '
+                                              'prefixes, e.g. "10.0.3.0/24,fd00:3::/64" (default: all)')
     ap.add_argument("--error-rate", help="share of model requests answered 500 (0..1)")
     ap.add_argument("--reset-rate", help="share of model requests answered with a TCP reset (0..1)")
     ap.add_argument("--predictions", help='prediction label distribution, e.g. "cat:0.7,dog:0.3"')
     ap.add_argument("--seed", type=int, help="seed of the random draws (default: from the OS)")
     args = ap.parse_args()
-    start_knobs = {k: v for k, v in (("latency", args.latency), ("error_rate", args.error_rate),
-                                     ("reset_rate", args.reset_rate), ("predictions", args.predictions))
+    start_knobs = {k: v for k, v in (("latency", args.latency), ("latency_clients", args.latency_clients),
+                                     ("error_rate", args.error_rate), ("reset_rate", args.reset_rate),
+                                     ("predictions", args.predictions))
                    if v is not None}
     try:
         knobs = model.Knobs().updated(start_knobs) if start_knobs else model.Knobs()

@@ -5,6 +5,8 @@
   control.py --prefix P --variant canary latency=fixed:300 error_rate=0.02
   control.py --prefix P --variant canary reset=true              all knobs off
   control.py --prefix P --variant blue predictions=cat:0.7,dog:0.3
+  control.py --prefix P --variant canary latency=fixed:300 latency_clients=10.0.3.0/24,fd00:3::/64
+                                                                 slow only for those clients ("all": every one)
   control.py --host 10.1.3.2 latency=normal:50:5                 from a namespace that routes to it
 
 With --prefix, it runs itself in the namespace P-VARIANT (ip netns exec) and talks to 127.0.0.1. The

@@ -6,6 +6,13 @@ knobs that were current when its head arrived and a change takes effect for new 
   latency      added before answering: "none" | "fixed:MS" | "normal:MEAN_MS:STDDEV_MS" (truncated at 0)
                | "lognormal:MEDIAN_MS:SIGMA" (exp of a normal of log(MEDIAN) and SIGMA)
                | "uniform:MIN_MS:MAX_MS"; a plain number is "fixed:NUMBER"
+  latency_clients
+               whose model requests get the added latency: comma-separated CIDR prefixes, IPv4 and/or IPv6
+               ("10.0.3.0/24,fd00:3::/64"; a JSON list of them in a POST); "" or "all" (the default): every
+               client. The client is the connection's peer address (an IPv4-mapped IPv6 peer such as
+               ::ffff:10.0.3.10 matches as 10.0.3.10); requests of other clients get no added latency.
+               Errors and resets do not look at it: they apply to every client. Shown as "all" or the
+               prefixes in canonical form ("10.0.3.0/24,fd00:3::/64").
   error_rate   share of model requests answered "500 Internal Server Error"           (0..1)
   reset_rate   share of model requests answered with a TCP RST (SO_LINGER 0, close)  (0..1)
                error_rate + reset_rate <= 1; a point per request of an evenly spread (golden-ratio) sequence picks
@@ -17,13 +24,39 @@ Every model request first waits its drawn latency (asyncio.sleep: other connecti
 answered 200 (with X-Prediction), 500, or reset.
 """
 import bisect
+import ipaddress
 import json
 import math
 import random
 import re
 
 CLASS_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-KNOB_KEYS = ("latency", "latency_ms", "error_rate", "reset_rate", "predictions", "reset")
+KNOB_KEYS = ("latency", "latency_ms", "latency_clients", "error_rate", "reset_rate", "predictions", "reset")
+
+
+def parse_clients(spec):
+    """"10.0.3.0/24,fd00:3::/64" (or, in POSTed JSON, a list of such strings) -> a tuple of ip_network;
+    "" / "all" -> () (every client). A prefix with host bits set ("10.0.3.7/24") means its network; a bare
+    address is a /32 or /128."""
+    if isinstance(spec, (list, tuple)) and all(isinstance(p, str) for p in spec):
+        if not spec:
+            return ()
+        spec = ",".join(spec)
+    if not isinstance(spec, str):
+        raise ValueError(f"latency_clients: expected comma-separated address prefixes, got {spec!r}")
+    if spec.strip().lower() in ("", "all"):
+        return ()
+    out = []
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            raise ValueError(f"latency_clients: an empty prefix in {spec!r}")
+        try:
+            out.append(ipaddress.ip_network(part, strict=False))
+        except ValueError as exc:
+            raise ValueError(f"latency_clients: {part!r} is not an IPv4 or IPv6 prefix ({exc})") from None
+    return tuple(out)
+
 
 # Prometheus' default buckets plus finer ones around the latencies the tests and gates use (the prometheus
 # source estimates quantiles from these by interpolation inside a bucket).
@@ -179,8 +212,10 @@ def _rate(value, what):
 class Knobs:
     """One immutable set of knobs."""
 
-    def __init__(self, latency=None, error_rate=0.0, reset_rate=0.0, predictions=(), version=0):
+    def __init__(self, latency=None, error_rate=0.0, reset_rate=0.0, predictions=(), version=0,
+                 latency_clients=()):
         self.latency = latency or Latency()
+        self.latency_clients = tuple(latency_clients)
         self.error_rate = error_rate
         self.reset_rate = reset_rate
         self.predictions = tuple(predictions)
@@ -223,7 +258,24 @@ class Knobs:
             raise ValueError(f"knobs: error_rate + reset_rate = {error_rate + reset_rate:g} > 1")
         predictions = (parse_predictions(changes["predictions"]) if "predictions" in changes
                        else base.predictions)
-        return Knobs(latency, error_rate, reset_rate, predictions, self.version + 1)
+        latency_clients = (parse_clients(changes["latency_clients"]) if "latency_clients" in changes
+                           else base.latency_clients)
+        return Knobs(latency, error_rate, reset_rate, predictions, self.version + 1, latency_clients)
+
+    def latency_applies_to(self, client):
+        """Whether the added latency applies to CLIENT, the peer's address as text (an IPv6 zone "%eth0" is
+        ignored; an IPv4-mapped IPv6 address "::ffff:10.0.3.10" is its IPv4 address, so it matches IPv4
+        prefixes). With no latency_clients: every client; a peer that is no address (None) never matches
+        a prefix."""
+        if not self.latency_clients:
+            return True
+        try:
+            addr = ipaddress.ip_address(str(client).split("%")[0])
+        except ValueError:
+            return False
+        if addr.version == 6 and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        return any(addr.version == net.version and addr in net for net in self.latency_clients)
 
     def as_json(self):
         return {
@@ -231,6 +283,7 @@ class Knobs:
             "latency": self.latency.as_json(),
             "error_rate": self.error_rate,
             "reset_rate": self.reset_rate,
+            "latency_clients": ",".join(str(n) for n in self.latency_clients) or "all",
             "predictions": {name: p for name, p in self.predictions},
         }
 

@@ -152,6 +152,30 @@ class TestOutcomeSequence(unittest.TestCase):
                 self.assertLessEqual(max(abs(c - 0.02 * n) for c in counts), 2.0, f"seed {seed}, windows of {n}")
 
 
+class TestLatencyClientsMatch(unittest.TestCase):
+    """model.Knobs' latency_clients: which peers get the added latency. The IPv4-mapped case is checked here, not
+    on the testbed: the backends listen on 0.0.0.0 and on :: with IPV6_V6ONLY, so no mapped peer reaches them
+    there, but a backend on a dual-stack socket sees its IPv4 clients so."""
+
+    def test_prefixes_match_peers(self):
+        sys.path.insert(0, os.path.join(e2e.ARGS.source_dir, "scripts", "testbed"))
+        import model
+        knobs = model.Knobs().updated({"latency": "fixed:300", "latency_clients": "10.0.3.0/24, fd00:3::/64"})
+        self.assertEqual(knobs.as_json()["latency_clients"], "10.0.3.0/24,fd00:3::/64")
+        for peer, inside in (("10.0.3.10", True), ("::ffff:10.0.3.10", True), ("fd00:3::11", True),
+                             ("10.0.1.10", False), ("::ffff:10.0.1.10", False), ("fd00:1::11", False),
+                             ("fd00:3::11%eth0", True), (None, False)):
+            self.assertEqual(knobs.latency_applies_to(peer), inside, peer)
+        for everyone in ("", "all", "ALL"):
+            k = knobs.updated({"latency_clients": everyone})
+            self.assertTrue(k.latency_applies_to("192.0.2.1"))
+            self.assertEqual(k.as_json()["latency_clients"], "all")
+        self.assertEqual(knobs.updated({"reset": True}).as_json()["latency_clients"], "all")
+        for bad in ("10.0.3.0/33", "10.0.3.0/24,", "ten.0.3.0/24", "fd00:3::/129", 24, ["10.0.3.0/24", 3]):
+            with self.assertRaises(ValueError, msg=repr(bad)):
+                knobs.updated({"latency_clients": bad})
+
+
 class TestModelServer(e2e.VeerCase):
     prefix = "ve2e-ms"
     with_veerd = False
@@ -384,12 +408,94 @@ class TestModelServer(e2e.VeerCase):
         self.assertEqual(knobs["version"], good["version"] + 1)
         self.assertTrue(lines[1].startswith("400 "), lines[1])
 
+    def test_latency_clients_only_inside_the_prefixes(self):
+        # Inside: 10.0.1.48/30 and fd00:1::48/126 (client addresses .48-.51, ::48-::4b); outside: .44 and ::44.
+        prefixes = "10.0.1.48/30,fd00:1::48/126"
+        answer = self.control("canary", "latency=fixed:300", f"latency_clients={prefixes}", "error_rate=0.2")
+        self.assertEqual(answer["knobs"]["latency_clients"], prefixes)
+        v4, v6 = e2e.BACKEND4["canary"], e2e.BACKEND6["canary"]
+        runs = {("inside", 4): ("10.0.1.49", v4), ("outside", 4): ("10.0.1.44", v4),
+                ("inside", 6): ("fd00:1::49", v6), ("outside", 6): ("fd00:1::44", v6)}
+        for attempt in range(1, TIMING_ATTEMPTS + 1):
+            # All four at once: the same knobs, the same moment, only the client address differs.
+            clients = {key: RateClient(self.tb, ["--dst", dst, "--port", 8080, "--src", src, "--rate", 20,
+                                                 "--duration", 2])
+                       for key, (src, dst) in runs.items()}
+            try:
+                results = {key: c.next_event(timeout=60) for key, c in clients.items()}
+            finally:
+                for c in clients.values():
+                    c.kill()
+            canary = {key: r["variants"]["canary"] for key, r in results.items()}
+            for key, v in canary.items():
+                ttfb = v["latency_ms"]["ttfb"]
+                print(f"  attempt {attempt}: {key[0]:7} IPv{key[1]} ({runs[key][0]}): {v['count']} answers, "
+                      f"{v['http_5xx']} 500s, ttfb min {ttfb['min']} p95 {ttfb['p95']} ms", flush=True)
+            # Exact whatever the host load:
+            for key, v in canary.items():
+                self.assertEqual(list(results[key]["variants"]), ["canary"], results[key])
+                self.assertEqual(v["count"], 40, (key, v))
+                if key[0] == "inside":  # no answer before the added latency
+                    self.assertGreaterEqual(v["latency_ms"]["ttfb"]["min"], 280.0, (key, v))
+            # Errors ignore latency_clients. One backend, one evenly spread outcome sequence for all 160
+            # requests: 20 % of them within ~2; how the four interleave in it is up to timing (one client's
+            # 40 held 4 to 12), so each side (80 requests) is asserted to get some, not each client.
+            fives = {k: v["http_5xx"] for k, v in canary.items()}
+            self.assertLessEqual(abs(sum(fives.values()) - 32), 3, fives)
+            for side in ("inside", "outside"):
+                self.assertGreater(sum(n for k, n in fives.items() if k[0] == side), 0, fives)
+            # Timing: outside the prefixes no added latency, so a p95 far below 300 ms (150 ms leaves the
+            # path's own overhead on a shared host plenty of room); retried on load like the other bounds.
+            slow = {key: v["latency_ms"]["ttfb"]["p95"] for key, v in canary.items()
+                    if key[0] == "outside" and v["latency_ms"]["ttfb"]["p95"] >= 150.0}
+            if not slow:
+                break
+            print(f"  attempt {attempt}: outside p95 over 150 ms {slow} (host load {os.getloadavg()[0]:.1f})",
+                  flush=True)
+        self.assertEqual(slow, {}, "clients outside latency_clients got added latency")
+
+        # A bad prefix, POSTed (control.py) or in a GET query, answers 400 and changes nothing.
+        good = self.control("canary")["knobs"]
+        for bad in (["latency_clients=10.0.1.0/33"], ["latency_clients=not-a-prefix"],
+                    ["latency_clients=10.0.1.48/30,"], ["latency_clients=fd00:1::/129"],
+                    ["latency=none", "latency_clients=10.0.1.300/32"]):
+            answer = self.control("canary", *bad, expect_ok=False)
+            self.assertIn("latency_clients", answer["error"], bad)
+            self.assertEqual(answer["knobs"], good, bad)
+        code = ("import urllib.request,urllib.error,sys\n"
+                "def q(url):\n"
+                "    try: r = urllib.request.urlopen(url, timeout=5)\n"
+                "    except urllib.error.HTTPError as e: r = e\n"
+                "    print(r.status, r.read().decode().strip())\n"
+                "q('http://127.0.0.1:8080/control?latency_clients=10.0.1.48/30,fd00:1::48/129')\n"
+                "q('http://127.0.0.1:8080/control')\n")
+        lines = self.tb.exec("canary", [sys.executable, "-c", code]).stdout.splitlines()
+        self.assertTrue(lines[0].startswith("400 "), lines[0])
+        self.assertEqual(json.loads(lines[1].partition(" ")[2])["knobs"], good)
+        # ... and the refused changes left the behaviour as it was: inside still gets the added latency.
+        r = self.rate("--dst", e2e.BACKEND4["canary"], "--port", 8080, "--src", "10.0.1.50", "--rate", 10,
+                      "--duration", 1)
+        self.assertGreaterEqual(r["variants"]["canary"]["latency_ms"]["ttfb"]["min"], 280.0, r["variants"])
+
+        # A GET sets it too (any order, shown canonical), and "all" is every client again.
+        code = ("import urllib.request,sys\n"
+                "for q in sys.argv[1:]:\n"
+                "    r = urllib.request.urlopen('http://127.0.0.1:8080/control?' + q, timeout=5)\n"
+                "    print(r.read().decode().strip())\n")
+        lines = self.tb.exec("canary", [sys.executable, "-c", code, "latency_clients=fd00:1::4a/126,10.0.1.50/30",
+                                        "latency_clients=all"]).stdout.splitlines()
+        knobs = [json.loads(line)["knobs"] for line in lines]
+        self.assertEqual(knobs[0]["latency_clients"], "fd00:1::48/126,10.0.1.48/30")
+        self.assertEqual(knobs[1]["latency_clients"], "all")
+        self.assertEqual(knobs[1]["version"], good["version"] + 2)
+
     def test_start_time_flags(self):
         # a second backend in the blue namespace on other ports, degraded from the start
         pid_file = f"/run/{self.tb.prefix}-testbed/pids/extra-backend.pid"
         cmd = ["ip", "netns", "exec", self.tb.ns("blue"), sys.executable, os.path.join(self.tb.tools, "backend.py"),
                "--variant", "blue2", "--http-port", 18080, "--udp-port", 19000, "--echo-port", 17000,
-               "--latency", "fixed:20", "--error-rate", "0.25", "--predictions", "x:1", "--pid-file", pid_file]
+               "--latency", "fixed:20", "--latency-clients", "10.0.1.37/32,fd00:1::37/128", "--error-rate", "0.25",
+               "--predictions", "x:1", "--pid-file", pid_file]
         proc = subprocess.Popen(list(map(str, cmd)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 15
@@ -413,6 +519,10 @@ class TestModelServer(e2e.VeerCase):
                               "--error-rate", "2"], capture_output=True, text=True, timeout=20)
         self.assertEqual(bad.returncode, 2)
         self.assertIn("error_rate", bad.stderr)
+        bad = subprocess.run([sys.executable, os.path.join(self.tb.tools, "backend.py"), "--variant", "x",
+                              "--latency-clients", "10.0.1.0/33"], capture_output=True, text=True, timeout=20)
+        self.assertEqual(bad.returncode, 2)
+        self.assertIn("latency_clients", bad.stderr)
 
     def test_steady_rate_and_bounds(self):
         r = self.rate("--dst", e2e.BACKEND4["canary"], "--port", 8080, "--src-range", "10.0.1.38-10.0.1.40",

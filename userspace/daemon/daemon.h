@@ -171,12 +171,13 @@ class Daemon {
   bool fleet_request(const protocol::Request& request, const std::function<void(std::string)>& done);
   void fleet_on_version(const fleet::TableVersion& v);
   void fleet_on_rollout(const fleet::RolloutRecord& r, int64_t revision);
-  void fleet_on_leader();
+  void fleet_on_leader(int64_t ended_term);  // ENDED_TERM: this node's term that just ended (0: none)
   // Whether this node's rollout engine of S ticks: always on a single node; in fleet mode only on the
   // leader, and not while its last decision is still being written.
   bool ticks_here(const Service& s) const;
-  // The leader's view of the fleet's telemetry over the last interval (one read of every node's report).
-  void fleet_window(const Service& s, double seconds, std::function<void(fleet::FleetWindow)> done);
+  // The leader's view of the fleet's telemetry over the last interval (one read of every node's report);
+  // DONE's flag: this was the leader's first read for the service (baselines only, nothing to judge).
+  void fleet_window(const Service& s, double seconds, std::function<void(fleet::FleetWindow, bool)> done);
   // The leader writes the decision its engine took (rollout record and, if the weights or the stable
   // variant changed, the next table version) in one txn guarded by its term; every node applies it
   // from etcd. A write that fails undoes the decision (the engine goes back to the fleet's record).

@@ -132,8 +132,10 @@ void Daemon::fleet_run(boost::asio::io_context& io) {
   };
   callbacks.on_rollout = [this](const fleet::RolloutRecord& r, int64_t revision) { fleet_on_rollout(r, revision); };
   callbacks.on_leader = [this](const etcd::LeaderView& l) {
+    const bool was_leader = fleet_->leader.self;
+    const int64_t was_term = fleet_->leader.term;
     fleet_->leader = l;
-    fleet_on_leader();
+    fleet_on_leader(was_leader ? was_term : 0);
   };
   callbacks.on_connection = [this](bool connected, const std::string& why) {
     fleet_->connected = connected;
@@ -401,15 +403,15 @@ void Daemon::fleet_on_rollout(const fleet::RolloutRecord& r, int64_t revision) {
   fleet_record_events(s, r);
 }
 
-void Daemon::fleet_on_leader() {
+void Daemon::fleet_on_leader(int64_t ended_term) {
   const etcd::LeaderView& l = fleet_->leader;
   std::string message;
   if (l.self) {
     message = "this node leads the fleet (term " + std::to_string(l.term) + ")";
-  } else if (l.leader.empty()) {
-    message = "no longer the fleet's leader, or no leader known";
   } else {
-    message = l.leader + " leads the fleet";
+    message = l.leader.empty() ? "no node leads the fleet" : l.leader + " leads the fleet";
+    if (ended_term)
+      message = "no longer the fleet's leader (term " + std::to_string(ended_term) + " ended): " + message;
   }
   spdlog::info("fleet: {}", message);
   record_event("", "leader", message, {{"term", static_cast<double>(l.term)}});
@@ -420,7 +422,7 @@ void Daemon::fleet_on_leader() {
   for (auto& s : services_) fleet_restore_engine(s);
 }
 
-void Daemon::fleet_window(const Service& s, double seconds, std::function<void(fleet::FleetWindow)> done) {
+void Daemon::fleet_window(const Service& s, double seconds, std::function<void(fleet::FleetWindow, bool)> done) {
   const std::string name = s.config.name;
   std::vector<std::string> variants;
   for (const auto& v : s.config.variants) variants.push_back(v.name);
@@ -446,7 +448,8 @@ void Daemon::fleet_window(const Service& s, double seconds, std::function<void(f
           spdlog::warn("fleet: service {}: the nodes' reports cannot be read: {}", name, st.error);
         }
         auto it = fleet_->aggregators.find(name);
-        if (it == fleet_->aggregators.end())
+        const bool first = it == fleet_->aggregators.end();
+        if (first)
           it = fleet_->aggregators
                    .emplace(name, fleet::FleetAggregator(name, variants, fleet_->fences.at(name).definition()))
                    .first;
@@ -454,7 +457,7 @@ void Daemon::fleet_window(const Service& s, double seconds, std::function<void(f
         const int64_t max_age = 2 * interval.count() + 2 * fleet_->report_every.count();
         fleet::FleetWindow w = it->second.step(latest, live, unix_ms(), max_age, seconds);
         fleet_->last_window[name] = w;
-        done(std::move(w));
+        done(std::move(w), first);
       });
 }
 

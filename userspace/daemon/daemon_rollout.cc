@@ -279,6 +279,7 @@ void Daemon::on_window(const std::string& name, const std::shared_ptr<Runtime>& 
     std::vector<PushData> pushed;
     double seconds = 0;
     std::optional<fleet::FleetWindow> fleet;  // fleet mode: the kernel telemetry of every node, summed
+    bool fleet_baseline = false;              // the leader's first read of the nodes: baselines only
   };
   auto gather = std::make_shared<Gather>();
   gather->windows = rt->window;
@@ -346,6 +347,9 @@ void Daemon::on_window(const std::string& name, const std::shared_ptr<Runtime>& 
       rt->last_scrape[v] = p;
       rt->last_scrape_at[v] = now;
     }
+    // A new leader's first interval only takes every node's baseline: no gate can be read yet, and an
+    // Inconclusive that ends a pause would hold the rollout. The engine waits for the next interval.
+    if (gather->fleet_baseline) return;
     finish_tick(name, rt, std::move(snapshot));
   };
 
@@ -382,8 +386,9 @@ void Daemon::on_window(const std::string& name, const std::shared_ptr<Runtime>& 
   }
   if (fleet_ && engine.active()) {
     ++gather->pending;
-    fleet_window(s, seconds, [gather, done](fleet::FleetWindow w) {
+    fleet_window(s, seconds, [gather, done](fleet::FleetWindow w, bool baseline) {
       gather->fleet = std::move(w);
+      gather->fleet_baseline = baseline;
       done();
     });
   }
