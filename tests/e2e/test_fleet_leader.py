@@ -27,6 +27,7 @@ INTERVAL_S = 1.0
 FAILURE_LIMIT = 2
 LEASE_TTL_S = 2.0
 PAUSE_S = 6
+BUSY_PORTS = 200
 # One rollout section for both cases: the definition digest covers it, and nodes of another definition
 # apply nothing of the fleet's (fleet (g)).
 STEPS = f"{{set_weight: 10}}, {{pause: {PAUSE_S}s}}, {{set_weight: 30}}, {{pause: {PAUSE_S}s}}, {{set_weight: 100}}"
@@ -82,6 +83,14 @@ class TestFleetLeader(veer_fleet.FleetCase):
                                        f"10.0.{n}.11-10.0.{n}.60", "--rate", 100, "--duration", 60)
                 for n in (1, 2, 3)]
 
+    def busy_client(self, n):
+        """Node N's client as a busy one: one address outside the rate clients' range, the source ports 23000.. (BUSY_PORTS of them), a new
+        connection on each port every round, as in test_fleet.py."""
+        node = self.fleet.node(n)
+        return node.client("ports", "--dst", e2e.VIP4, "--port", 80, "--src", node.client_addr(10),
+                           "--ports", f"23000-{23000 + BUSY_PORTS - 1}", "--rounds", 1, "--concurrency", 20,
+                           "--time-limit", 60, timeout=120)
+
     def history(self, key, rev=1, prefix=False):
         """Every value etcd's history holds for KEY (oldest first), from a watch from revision REV."""
         # A watch never ends by itself: `timeout` ends it once the history is out.
@@ -106,7 +115,13 @@ class TestFleetLeader(veer_fleet.FleetCase):
             for n in (1, 2, 3):
                 e2e.wait_for(f"node {n} at canary 10 %", lambda n=n: self.canary_applied(n) == 10.0,
                              e2e.scaled(10), 0.1)
-            time.sleep(3 * INTERVAL_S)  # a few healthy intervals: the gate passes on the sum
+            # Each node's busy client (one address, the same 200 source ports every round) at 10 %: some of its
+            # connections reach the canary. The same ports after the abort must reach blue only.
+            for n in (1, 2, 3):
+                r = self.busy_client(n)
+                self.assertEqual(r["errors"], {}, f"node {n}: {r}")
+                self.assertGreater(r["variants"].get("canary", 0), 0, f"node {n}: {r['variants']}")
+            time.sleep(INTERVAL_S)  # a healthy interval more: the gate passes on the sum
             self.assertEqual(self.rollout_of(1)["phase"], "Paused")
             t_change = self.fleet.node(1).knobs_timed(
                 "canary", {"latency": "fixed:300", "latency_clients": "10.0.3.0/24,fd00:3::/64"})[0]
@@ -129,6 +144,11 @@ class TestFleetLeader(veer_fleet.FleetCase):
             self.fleet.node(1).knobs("canary", "reset=true")
         for n in (1, 2, 3):
             self.assertEqual(self.rollout_of(n)["phase"], "Aborted", f"node {n}")
+            r = self.busy_client(n)
+            self.assertEqual((r["variants"], r["errors"]), ({"blue": BUSY_PORTS}, {}),
+                             f"node {n}: reused ports after the abort")
+        print(f"  (b) after the abort, each node's busy client: {BUSY_PORTS}/{BUSY_PORTS} reused ports on blue",
+              flush=True)
         tables = self.history(f"/veer/services/{SERVICE}/table")
         aborts = [t for t in tables if t["cause"].startswith("rollout: abort")]
         self.assertEqual(len(aborts), 1, [t["cause"] for t in tables])

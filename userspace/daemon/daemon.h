@@ -33,6 +33,7 @@ namespace fleet {
 struct TableVersion;
 struct RolloutRecord;
 struct FleetWindow;
+struct BaseTable;
 }
 namespace metrics {
 class Registry;
@@ -153,6 +154,9 @@ class Daemon {
   int test_variant(const Service& s) const;
   int stable_variant(const Service& s) const;
   nlohmann::json rollout_status(const Service& s) const;
+  // The engine's answer to an operator's command (throws RolloutCommandError); on one node and in the fleet.
+  static Decision run_rollout_command(RolloutEngine& engine, const protocol::RolloutRequest& r, Millis now,
+                                      const std::string& abort_reason);
   AbSnapshot ab_snapshot(const Service& s) const;
   KernelSample kernel_sample(const Service& s, unsigned variant) const;
   void record_event(const std::string& service, const std::string& kind, const std::string& message,
@@ -187,6 +191,8 @@ class Daemon {
   void fleet_rollout_command(const protocol::RolloutRequest& r, const std::function<void(std::string)>& done);
   // The engine of S rebuilt from the fleet's record (Idle without one).
   void fleet_restore_engine(Service& s);
+  // What S has before the fleet has a version: its active table, stable variant and drains (version 1).
+  fleet::BaseTable fleet_base_table(const Service& s) const;
   void fleet_record_events(const Service& s, const fleet::RolloutRecord& r);
   void fleet_report();
   // veerctl nodes: every node's report under the prefix (live nodes only: reports live under leases).

@@ -266,18 +266,8 @@ bool Daemon::fleet_request(const protocol::Request& request, const std::function
     throw ProtocolError(ErrorCode::Refused, "service \"" + s.config.name +
                                                 "\": this node's definition differs from the fleet's, it writes and "
                                                 "applies nothing for it: " + it->second);
-  // Version 1 (a fleet never written) starts from this node's table.
-  fleet::BaseTable base;
-  base.table = tables_->active_table(s.id);
-  base.stable = static_cast<unsigned>(std::max(0, s.config.variant_index(s.stable)));
-  base.draining.resize(s.config.variants.size());
-  const ServiceState& st = state_.services[s.config.name];
-  for (size_t v = 0; v < s.config.variants.size(); ++v)
-    for (size_t b = 0; b < s.config.variants[v].backends.size(); ++b)
-      if (st.draining.count(s.config.variants[v].backends[b].to_string()))
-        base.draining[v].push_back(static_cast<uint8_t>(b));
   auto make = [svc = s.config, definition = fleet_->fences.at(s.config.name).definition(),
-               seed = config_.node.hash_seed, base, change, writer = fleet_->cluster.node_name](
+               seed = config_.node.hash_seed, base = fleet_base_table(s), change, writer = fleet_->cluster.node_name](
                   const std::optional<fleet::TableVersion>& current) {
     return fleet::next_table_version(current, base, svc, definition, seed, change, writer, unix_ms());
   };
@@ -351,7 +341,48 @@ std::string decision_cause(const Decision& d) {
   return cause;
 }
 
+
+// What a rollout decision writes: the rollout record of STATE and, when the weights or the stable variant
+// changed, the next table version (from the fleet's current one, or version 1 from BASE).
+struct DecisionWriter {
+  ServiceConfig svc;
+  std::string definition;
+  uint32_t seed = 0;
+  fleet::BaseTable base;
+  std::string writer;
+
+  etcd::Writes operator()(const etcd::ServiceRecords& cur, const Decision& d, const RolloutState& state,
+                          int64_t term, int64_t now) const {
+    etcd::Writes w;
+    if (d.weights_bp || d.new_stable) {
+      fleet::TableChange change;
+      change.weights_bp = d.weights_bp;
+      if (d.new_stable) change.stable = static_cast<unsigned>(std::max(0, svc.variant_index(*d.new_stable)));
+      change.cause = decision_cause(d);
+      w.table = fleet::next_table_version(cur.table, base, svc, definition, seed, change, writer, now);
+    }
+    w.rollout = fleet::next_rollout_record(cur.rollout, svc.name, definition, term, writer, now,
+                                           w.table ? w.table->version : 0, state, d.events);
+    return w;
+  }
+};
+
 }  // namespace
+
+fleet::BaseTable Daemon::fleet_base_table(const Service& s) const {
+  // Version 1 (a fleet never written) starts from this node's table, stable variant and drains.
+  fleet::BaseTable base;
+  base.table = tables_->active_table(s.id);
+  base.stable = static_cast<unsigned>(std::max(0, s.config.variant_index(s.stable)));
+  base.draining.resize(s.config.variants.size());
+  const auto st = state_.services.find(s.config.name);
+  if (st == state_.services.end()) return base;
+  for (size_t v = 0; v < s.config.variants.size(); ++v)
+    for (size_t b = 0; b < s.config.variants[v].backends.size(); ++b)
+      if (st->second.draining.count(s.config.variants[v].backends[b].to_string()))
+        base.draining[v].push_back(static_cast<uint8_t>(b));
+  return base;
+}
 
 bool Daemon::ticks_here(const Service& s) const {
   if (!fleet_) return true;
@@ -466,27 +497,12 @@ void Daemon::fleet_commit_decision(Service& s, const Decision& d) {
   const int64_t term = fleet_->leader.term;
   const int64_t based_on = fleet_->rollouts[name].revision;
   const RolloutState state = s.rt->engine->state();
-  fleet::BaseTable base;
-  base.table = tables_->active_table(s.id);
-  base.stable = static_cast<unsigned>(std::max(0, s.config.variant_index(s.stable)));
-  base.draining.resize(s.config.variants.size());
-  auto make = [svc = s.config, definition = fleet_->fences.at(name).definition(), seed = config_.node.hash_seed,
-               base, d, state, term, based_on, writer = fleet_->cluster.node_name](const etcd::ServiceRecords& cur) {
+  auto make = [write = DecisionWriter{s.config, fleet_->fences.at(name).definition(), config_.node.hash_seed,
+                                             fleet_base_table(s), fleet_->cluster.node_name}, d, state, term, based_on](const etcd::ServiceRecords& cur) {
     if (cur.rollout_revision != based_on)
       throw std::runtime_error("the fleet's rollout record changed since this node read it (revision " +
                                std::to_string(based_on) + ", now " + std::to_string(cur.rollout_revision) + ")");
-    etcd::Writes w;
-    const int64_t now = unix_ms();
-    if (d.weights_bp || d.new_stable) {
-      fleet::TableChange change;
-      change.weights_bp = d.weights_bp;
-      if (d.new_stable) change.stable = static_cast<unsigned>(std::max(0, svc.variant_index(*d.new_stable)));
-      change.cause = decision_cause(d);
-      w.table = fleet::next_table_version(cur.table, base, svc, definition, seed, change, writer, now);
-    }
-    w.rollout = fleet::next_rollout_record(cur.rollout, svc.name, definition, term, writer, now,
-                                           w.table ? w.table->version : 0, state, d.events);
-    return w;
+    return write(cur, d, state, term, unix_ms());
   };
   fleet_->committing.insert(name);
   std::weak_ptr<Runtime> weak = s.rt;
@@ -519,39 +535,19 @@ void Daemon::fleet_rollout_command(const protocol::RolloutRequest& req, const st
     throw ProtocolError(ErrorCode::Refused, "service \"" + s.config.name +
                                                 "\": this node's definition differs from the fleet's: " + it->second);
   const std::string name = s.config.name;
-  fleet::BaseTable base;
-  base.table = tables_->active_table(s.id);
-  base.stable = static_cast<unsigned>(std::max(0, s.config.variant_index(s.stable)));
-  base.draining.resize(s.config.variants.size());
   auto refused = std::make_shared<std::string>();  // a command the rollout's phase does not allow
-  auto make = [svc = s.config, definition = fleet_->fences.at(name).definition(), seed = config_.node.hash_seed,
-               base, req, refused, writer = fleet_->cluster.node_name](const etcd::ServiceRecords& cur) {
-    RolloutEngine engine = cur.rollout ? RolloutEngine(svc, cur.rollout->state) : RolloutEngine(svc);
+  auto make = [write = DecisionWriter{s.config, fleet_->fences.at(name).definition(), config_.node.hash_seed,
+                                             fleet_base_table(s), fleet_->cluster.node_name}, req, refused](const etcd::ServiceRecords& cur) {
+    RolloutEngine engine = cur.rollout ? RolloutEngine(write.svc, cur.rollout->state) : RolloutEngine(write.svc);
     const Millis now{unix_ms()};
     Decision d;
     try {
-      switch (req.action) {
-        case protocol::RolloutAction::Start: d = engine.start(now); break;
-        case protocol::RolloutAction::Promote: d = engine.promote(now, req.full); break;
-        case protocol::RolloutAction::Pause: d = engine.pause(now); break;
-        case protocol::RolloutAction::Abort: d = engine.abort(now, "by the operator on " + writer); break;
-        case protocol::RolloutAction::Retry: d = engine.retry(now); break;
-      }
+      d = run_rollout_command(engine, req, now, "by the operator on " + write.writer);
     } catch (const RolloutCommandError& e) {
       *refused = e.what();
       throw;
     }
-    etcd::Writes w;
-    if (d.weights_bp || d.new_stable) {
-      fleet::TableChange change;
-      change.weights_bp = d.weights_bp;
-      if (d.new_stable) change.stable = static_cast<unsigned>(std::max(0, svc.variant_index(*d.new_stable)));
-      change.cause = decision_cause(d);
-      w.table = fleet::next_table_version(cur.table, base, svc, definition, seed, change, writer, now.count());
-    }
-    w.rollout = fleet::next_rollout_record(cur.rollout, svc.name, definition, 0, writer, now.count(),
-                                           w.table ? w.table->version : 0, engine.state(), d.events);
-    return w;
+    return write(cur, d, engine.state(), 0, now.count());
   };
   std::weak_ptr<Runtime> weak = s.rt;
   fleet_->member->commit(name, false, make, [this, name, weak, refused, done](etcd::CommitResult r) {

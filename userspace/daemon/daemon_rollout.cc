@@ -473,22 +473,26 @@ void Daemon::record_event(const std::string& service, const std::string& kind, c
 // ---------------------------------------------------------------------------
 // Requests
 
+Decision Daemon::run_rollout_command(RolloutEngine& engine, const protocol::RolloutRequest& r, Millis now,
+                                     const std::string& abort_reason) {
+  switch (r.action) {
+    case protocol::RolloutAction::Start: return engine.start(now);
+    case protocol::RolloutAction::Promote: return engine.promote(now, r.full);
+    case protocol::RolloutAction::Pause: return engine.pause(now);
+    case protocol::RolloutAction::Abort: return engine.abort(now, abort_reason);
+    case protocol::RolloutAction::Retry: return engine.retry(now);
+  }
+  throw RolloutCommandError("unknown rollout action");
+}
+
 json Daemon::rollout(const protocol::RolloutRequest& r) {
   Service& s = service_named(r.service);
   if (!s.rt->engine) {
     throw ProtocolError(ErrorCode::Refused, "service \"" + s.config.name + "\" has no rollout section");
   }
-  RolloutEngine& engine = *s.rt->engine;
-  const Millis now{unix_ms()};
   Decision d;
   try {
-    switch (r.action) {
-      case protocol::RolloutAction::Start: d = engine.start(now); break;
-      case protocol::RolloutAction::Promote: d = engine.promote(now, r.full); break;
-      case protocol::RolloutAction::Pause: d = engine.pause(now); break;
-      case protocol::RolloutAction::Abort: d = engine.abort(now, "by the operator"); break;
-      case protocol::RolloutAction::Retry: d = engine.retry(now); break;
-    }
+    d = run_rollout_command(*s.rt->engine, r, Millis{unix_ms()}, "by the operator");
   } catch (const RolloutCommandError& e) {
     throw ProtocolError(ErrorCode::Refused, e.what());
   }
