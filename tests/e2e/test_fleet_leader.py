@@ -50,24 +50,9 @@ def node_config(fleet, n):
 
 class TestFleetLeader(veer_fleet.FleetCase):
     prefix = "ve2e-fll"
-    veer_nodes = {}
 
     def start_fleet(self):
-        """veerd on node 1 first (it leads), then nodes 2 and 3, all on the same rollout (once per file)."""
-        if self.veer_nodes:
-            return
-        for n in (1, 2, 3):
-            self.veer_nodes[n] = self.start_veerd(n, node_config(self.fleet, n))
-            if n == 1:
-                e2e.wait_for("node 1 leads", lambda: self.fleet_view(1)["is_leader"], e2e.scaled(10), 0.1)
-        for n in (1, 2, 3):
-            e2e.wait_for(f"node {n} sees node-1 lead", lambda n=n: self.fleet_view(n)["leader"] == "node-1",
-                         e2e.scaled(10), 0.1)
-
-    def fleet_view(self, n):
-        answer = self.veer_nodes[n].request({"cmd": "status"})
-        assert answer.get("ok"), answer
-        return answer["result"]["fleet"]
+        self.start_leading_fleet(lambda n: node_config(self.fleet, n))
 
     def canary_applied(self, n):
         s = self.veer_nodes[n].service_status(SERVICE)

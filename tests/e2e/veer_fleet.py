@@ -241,6 +241,7 @@ class FleetCase(unittest.TestCase):
     def setUpClass(cls):
         cls.fleet = FleetTestbed(cls.prefix, cls.nodes)
         cls.veerds = []
+        cls.veer_nodes = {}  # start_leading_fleet's veerds by node
         try:
             cls.fleet.up(cls.offloads)
         except BaseException:
@@ -268,3 +269,22 @@ class FleetCase(unittest.TestCase):
         cls.veerds.append(veerd)
         veerd.start(timeout=timeout)
         return veerd
+
+    def start_leading_fleet(self, config_of):
+        """veerd on node 1 first (it leads), then on nodes 2 and 3, each on CONFIG_OF(n); once per class (the
+        veerds are in self.veer_nodes). Returns when every node names node-1 the leader."""
+        if self.veer_nodes:
+            return
+        for n in (1, 2, 3):
+            self.veer_nodes[n] = self.start_veerd(n, config_of(n))
+            if n == 1:
+                e2e.wait_for("node 1 leads", lambda: self.fleet_view(1)["is_leader"], e2e.scaled(10), 0.1)
+        for n in (1, 2, 3):
+            e2e.wait_for(f"node {n} sees node-1 lead", lambda n=n: self.fleet_view(n)["leader"] == "node-1",
+                         e2e.scaled(10), 0.1)
+
+    def fleet_view(self, n):
+        """The "fleet" object of node N's status."""
+        answer = self.veer_nodes[n].request({"cmd": "status"})
+        assert answer.get("ok"), answer
+        return answer["result"]["fleet"]

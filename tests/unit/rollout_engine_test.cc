@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "config/config.h"
+#include "rollout/gate_inputs.h"
 #include "rollout/rollout_engine.h"
 #include "stats/stats.h"
 
@@ -739,6 +740,26 @@ TEST(AbReport, SampleRatioMismatchHoldsTheVerdict) {
   EXPECT_FALSE(r.srm_mismatch);
   EXPECT_GT(r.srm_p_value, 0.001);
   EXPECT_TRUE(r.significant);
+}
+
+TEST(AbReport, TheSnapshotTakesFlowsInVariantOrderAndThePushedMetricByVariantName) {
+  // One node's totals or the fleet's: the same function reads both.
+  const ServiceConfig svc = service_from(kAbProportion, "{ blue: 50, canary: 50 }", "client-ip");
+  std::map<std::string, PushData> pushed;
+  for (int i = 0; i < 40; ++i) pushed["canary"].add(PushItem{"conversion", std::nullopt, i < 10 ? 1.0 : 0.0, 1});
+  pushed["blue"].add(PushItem{"conversion", std::nullopt, 1.0, 30});
+  pushed["blue"].add(PushItem{"conversion", std::nullopt, 0.0, 70});
+  pushed["blue"].add(PushItem{"other", std::nullopt, 5.0, 3});
+  const AbSnapshot s = ab_snapshot_of(svc, {1200, 400}, pushed);
+  ASSERT_EQ(s.variants.size(), 3u);
+  EXPECT_EQ(s.variants[0].flows, 1200u);
+  EXPECT_EQ(s.variants[0].n, 100u);
+  EXPECT_EQ(s.variants[0].successes, 30u);
+  EXPECT_EQ(s.variants[1].flows, 400u);
+  EXPECT_EQ(s.variants[1].n, 40u);
+  EXPECT_EQ(s.variants[1].successes, 10u);
+  EXPECT_EQ(s.variants[2].flows, 0u);  // green: no flows given, nothing pushed
+  EXPECT_EQ(s.variants[2].n, 0u);
 }
 
 TEST(AbReport, MeansUseWelch) {

@@ -33,6 +33,7 @@ namespace fleet {
 struct TableVersion;
 struct RolloutRecord;
 struct FleetWindow;
+struct FleetTotals;
 struct BaseTable;
 }
 namespace metrics {
@@ -129,6 +130,9 @@ class Daemon {
   std::vector<uint32_t> requested_weights(const Service& s, const protocol::WeightsRequest& r) const;
   std::vector<uint32_t> requested_switch(const Service& s, const protocol::SwitchRequest& r) const;
   std::vector<std::pair<unsigned, unsigned>> requested_drain(const Service& s, const protocol::DrainRequest& r) const;
+  // A push's variant index and items, checked against what INTO holds already (throws ProtocolError).
+  std::pair<int, std::vector<PushItem>> requested_push(const Service& s, const protocol::PushRequest& r,
+                                                       const PushData& into) const;
   nlohmann::json service_status(const Service& s) const;
   nlohmann::json node_status() const;
   void apply_weights(Service& s, const std::vector<uint32_t>& weights_bp);
@@ -194,7 +198,13 @@ class Daemon {
   // What S has before the fleet has a version: its active table, stable variant and drains (version 1).
   fleet::BaseTable fleet_base_table(const Service& s) const;
   void fleet_record_events(const Service& s, const fleet::RolloutRecord& r);
-  void fleet_report();
+  // Publishes this node's report now; DONE (optional) hears whether it reached etcd (and why not).
+  void fleet_report(std::function<void(bool, const std::string&)> done = {});
+  // veerctl push in fleet mode: the values join this node's epoch totals, which its reports carry to
+  // the leader; answered once the report that holds them is in etcd.
+  void fleet_push(const protocol::PushRequest& r, const std::function<void(std::string)>& done);
+  // The fleet's A/B totals of S (flows and pushed values since the start) from the mirrored record.
+  fleet::FleetTotals fleet_ab_totals(const Service& s) const;
   // veerctl nodes: every node's report under the prefix (live nodes only: reports live under leases).
   void fleet_nodes(const std::function<void(std::string)>& done);
   void fleet_answer_waiters(const std::string& service);

@@ -86,6 +86,8 @@ struct Daemon::Fleet {
   std::map<std::string, fleet::FleetAggregator> aggregators;  // the leader's, per service
   std::map<std::string, fleet::FleetWindow> last_window;      // the leader's last, per service
   std::set<std::string> committing;                           // the leader's writes in flight
+  // Per service, per variant: what veerctl push gave this node in this epoch (its reports carry it).
+  std::map<std::string, std::vector<PushData>> pushed;
 };
 
 void Daemon::FleetDeleter::operator()(Fleet* f) const { delete f; }
@@ -238,6 +240,10 @@ bool Daemon::fleet_request(const protocol::Request& request, const std::function
     fleet_nodes(done);
     return true;
   }
+  if (const auto* r = std::get_if<protocol::PushRequest>(&request)) {
+    fleet_push(*r, done);
+    return true;
+  }
   const std::string* name = nullptr;
   fleet::TableChange change;
   std::visit(
@@ -313,24 +319,6 @@ bool Daemon::fleet_request(const protocol::Request& request, const std::function
 
 namespace {
 
-// What the fleet cannot sum yet: pushed values and A/B counts live on the node that took them.
-void check_fleet_rollout(const ServiceConfig& c) {
-  const RolloutConfig& r = *c.rollout;
-  if (r.strategy == RolloutStrategy::Ab)
-    throw ProtocolError(ErrorCode::Refused, "service \"" + c.name +
-                                                "\": A/B rollouts are not run in fleet mode yet (the A/B counts "
-                                                "are per node); run canary or blue-green rollouts");
-  auto pushed = [](const std::vector<GateConfig>& gates) {
-    return std::any_of(gates.begin(), gates.end(), [](const GateConfig& g) { return g.source == GateSource::Push; });
-  };
-  if (pushed(r.gates) || (r.pre_promotion && pushed(r.pre_promotion->gates)) ||
-      (r.post_promotion && pushed(r.post_promotion->gates)))
-    throw ProtocolError(ErrorCode::Refused, "service \"" + c.name +
-                                                "\": push gates are not read across the fleet yet (pushed values "
-                                                "stay on the node that took them); use kernel, prometheus or probe "
-                                                "gates in fleet mode");
-}
-
 // The table version's cause for a rollout decision: what its events say.
 std::string decision_cause(const Decision& d) {
   std::string cause = "rollout";
@@ -351,9 +339,15 @@ struct DecisionWriter {
   fleet::BaseTable base;
   std::string writer;
 
+  // ADDED: the fleet's growth of the interval this decision was taken on (A/B totals add it); RESET: a
+  // rollout that starts (again) counts from zero.
   etcd::Writes operator()(const etcd::ServiceRecords& cur, const Decision& d, const RolloutState& state,
-                          int64_t term, int64_t now) const {
+                          int64_t term, int64_t now, const fleet::FleetWindow* added = nullptr,
+                          bool reset = false) const {
     etcd::Writes w;
+    fleet::FleetTotals totals;
+    if (cur.rollout && !reset) totals = cur.rollout->totals;
+    if (added && svc.rollout && svc.rollout->strategy == RolloutStrategy::Ab) totals.add(*added);
     if (d.weights_bp || d.new_stable) {
       fleet::TableChange change;
       change.weights_bp = d.weights_bp;
@@ -362,7 +356,7 @@ struct DecisionWriter {
       w.table = fleet::next_table_version(cur.table, base, svc, definition, seed, change, writer, now);
     }
     w.rollout = fleet::next_rollout_record(cur.rollout, svc.name, definition, term, writer, now,
-                                           w.table ? w.table->version : 0, state, d.events);
+                                           w.table ? w.table->version : 0, state, d.events, std::move(totals));
     return w;
   }
 };
@@ -497,12 +491,16 @@ void Daemon::fleet_commit_decision(Service& s, const Decision& d) {
   const int64_t term = fleet_->leader.term;
   const int64_t based_on = fleet_->rollouts[name].revision;
   const RolloutState state = s.rt->engine->state();
+  // The interval this tick judged (fleet_window keeps it): an A/B rollout's totals grow by it.
+  std::optional<fleet::FleetWindow> window;
+  if (const auto w = fleet_->last_window.find(name); w != fleet_->last_window.end()) window = w->second;
   auto make = [write = DecisionWriter{s.config, fleet_->fences.at(name).definition(), config_.node.hash_seed,
-                                             fleet_base_table(s), fleet_->cluster.node_name}, d, state, term, based_on](const etcd::ServiceRecords& cur) {
+                                             fleet_base_table(s), fleet_->cluster.node_name}, d, state, term, based_on,
+               window](const etcd::ServiceRecords& cur) {
     if (cur.rollout_revision != based_on)
       throw std::runtime_error("the fleet's rollout record changed since this node read it (revision " +
                                std::to_string(based_on) + ", now " + std::to_string(cur.rollout_revision) + ")");
-    return write(cur, d, state, term, unix_ms());
+    return write(cur, d, state, term, unix_ms(), window ? &*window : nullptr);
   };
   fleet_->committing.insert(name);
   std::weak_ptr<Runtime> weak = s.rt;
@@ -530,7 +528,6 @@ void Daemon::fleet_rollout_command(const protocol::RolloutRequest& req, const st
   Service& s = service_named(req.service);
   if (!s.config.rollout)
     throw ProtocolError(ErrorCode::Refused, "service \"" + s.config.name + "\" has no rollout section");
-  check_fleet_rollout(s.config);
   if (const auto it = fleet_->diverged.find(s.config.name); it != fleet_->diverged.end())
     throw ProtocolError(ErrorCode::Refused, "service \"" + s.config.name +
                                                 "\": this node's definition differs from the fleet's: " + it->second);
@@ -547,7 +544,8 @@ void Daemon::fleet_rollout_command(const protocol::RolloutRequest& req, const st
       *refused = e.what();
       throw;
     }
-    return write(cur, d, engine.state(), 0, now.count());
+    const bool fresh = req.action == protocol::RolloutAction::Start || req.action == protocol::RolloutAction::Retry;
+    return write(cur, d, engine.state(), 0, now.count(), nullptr, fresh);
   };
   std::weak_ptr<Runtime> weak = s.rt;
   fleet_->member->commit(name, false, make, [this, name, weak, refused, done](etcd::CommitResult r) {
@@ -572,6 +570,29 @@ void Daemon::fleet_rollout_command(const protocol::RolloutRequest& req, const st
     if (r.written.table) out["fleet_version"] = r.written.table->version;
     done(protocol::ok_answer(out));
   });
+}
+
+void Daemon::fleet_push(const protocol::PushRequest& r, const std::function<void(std::string)>& done) {
+  Service& s = service_named(r.service);
+  auto& pushed = fleet_->pushed[s.config.name];
+  pushed.resize(s.config.variants.size());
+  const int v = s.config.variant_index(r.variant);
+  const auto [variant, items] = requested_push(s, r, v >= 0 ? pushed[static_cast<size_t>(v)] : PushData{});
+  for (const auto& item : items) pushed[static_cast<size_t>(variant)].add(item);
+  // The leader reads them from this node's report; answered when that report is in etcd. If etcd is
+  // away the node keeps them (its next report carries them): accepted, and the answer says so.
+  const size_t accepted = items.size();
+  fleet_report([done, accepted](bool ok, const std::string& why) {
+    json out{{"accepted", accepted}, {"in_etcd", ok}};
+    if (!ok) out["pending"] = "kept by this node, in its next report once etcd answers: " + why;
+    done(protocol::ok_answer(out));
+  });
+}
+
+fleet::FleetTotals Daemon::fleet_ab_totals(const Service& s) const {
+  const auto m = fleet_->rollouts.find(s.config.name);
+  if (m == fleet_->rollouts.end() || !m->second.record) return {};
+  return m->second.record->totals;
 }
 
 void Daemon::leave_fleet(std::function<void()> then) {
@@ -636,7 +657,7 @@ void Daemon::fleet_nodes(const std::function<void(std::string)>& done) {
   });
 }
 
-void Daemon::fleet_report() {
+void Daemon::fleet_report(std::function<void(bool, const std::string&)> done) {
   fleet::NodeReport report;
   report.node = fleet_->cluster.node_name;
   report.epoch = fleet_->epoch;
@@ -650,8 +671,13 @@ void Daemon::fleet_report() {
     const auto& base = fleet_->epoch_base[s.config.name];
     for (unsigned v = 0; v < s.config.variants.size(); ++v)
       sr.variants[s.config.variants[v].name] = fleet::kernel_since(base.at(v), kernel_sample(s, v));
+    if (const auto p = fleet_->pushed.find(s.config.name); p != fleet_->pushed.end())
+      for (unsigned v = 0; v < s.config.variants.size() && v < p->second.size(); ++v)
+        if (!p->second[v].empty()) sr.pushed[s.config.variants[v].name] = p->second[v];
   }
-  fleet_->member->publish(fleet::node_report_to_string(report));
+  fleet_->member->publish(fleet::node_report_to_string(report), [done](const etcd::Status& st) {
+    if (done) done(st.ok, st.error);
+  });
   fleet_->report_timer->expires_after(fleet_->report_every);
   fleet_->report_timer->async_wait([this](const boost::system::error_code& ec) {
     if (!ec) fleet_report();

@@ -11,6 +11,7 @@
 
 #include "daemon.h"
 #include "fleet/fleet_window.h"
+#include "fleet/rollout_record.h"
 #include "unix_time.h"
 #include "metrics/metrics_registry.h"
 #include "veer/http_scraper.h"
@@ -332,7 +333,12 @@ void Daemon::on_window(const std::string& name, const std::shared_ptr<Runtime>& 
                 return fleet::fleet_measurement(*gather->fleet, sp->config.variants[static_cast<size_t>(v)].name,
                                                 g.metric, config_.cluster ? config_.cluster->min_nodes : 0);
               return kernel_measurement(gather->windows[v], g.metric);
-            case GateSource::Push: return push_measurement(gather->pushed[v], g);
+            case GateSource::Push:
+              // Fleet mode: the values pushed to any node, summed from their reports.
+              if (gather->fleet)
+                return fleet::fleet_push_measurement(*gather->fleet, sp->config.variants[static_cast<size_t>(v)].name,
+                                                     g, config_.cluster ? config_.cluster->min_nodes : 0);
+              return push_measurement(gather->pushed[v], g);
             case GateSource::Prometheus: return prom_measure(v, g);
             case GateSource::Probe: return probe_measurement(gather->probes, g.metric);
           }
@@ -502,8 +508,8 @@ json Daemon::rollout(const protocol::RolloutRequest& r) {
   return rollout_status(s);
 }
 
-json Daemon::push(const protocol::PushRequest& r) {
-  Service& s = service_named(r.service);
+std::pair<int, std::vector<PushItem>> Daemon::requested_push(const Service& s, const protocol::PushRequest& r,
+                                                            const PushData& into) const {
   const int v = s.config.variant_index(r.variant);
   if (v < 0) {
     std::string known;
@@ -511,16 +517,21 @@ json Daemon::push(const protocol::PushRequest& r) {
     throw ProtocolError(ErrorCode::NotFound,
                         "service \"" + s.config.name + "\" has no variant \"" + r.variant + "\" (variants: " + known + ")");
   }
-  auto& pushed = state_.services[s.config.name].totals.pushed;
-  const bool had = pushed.count(r.variant) > 0;
-  PushData total = had ? pushed.at(r.variant) : PushData{};
-  std::vector<PushItem> items;
   try {
-    items = parse_push_values(r.values);
-    total.check_room_for(items);
+    std::vector<PushItem> items = parse_push_values(r.values);
+    into.check_room_for(items);
+    return {v, std::move(items)};
   } catch (const PushError& e) {
     throw ProtocolError(ErrorCode::BadRequest, e.what());
   }
+}
+
+json Daemon::push(const protocol::PushRequest& r) {
+  Service& s = service_named(r.service);
+  auto& pushed = state_.services[s.config.name].totals.pushed;
+  const bool had = pushed.count(r.variant) > 0;
+  PushData total = had ? pushed.at(r.variant) : PushData{};
+  const auto [v, items] = requested_push(s, r, total);
   for (const auto& item : items) total.add(item);
   // Acknowledged pushes survive a crash: on disk before the answer. If they
   // cannot be written, none is kept and the client hears why.
@@ -546,34 +557,24 @@ json Daemon::events(const protocol::EventsRequest& r) {
 }
 
 AbSnapshot Daemon::ab_snapshot(const Service& s) const {
-  AbSnapshot snap;
-  const std::string& metric = s.config.rollout->metric.name;
-  const bool proportion = s.config.rollout->metric.kind == AbMetricKind::Proportion;
+  std::vector<uint64_t> flows;
+  if (fleet_) {
+    // The fleet's totals, as the leader summed them into the rollout record every node mirrors.
+    const fleet::FleetTotals totals = fleet_ab_totals(s);
+    for (const auto& v : s.config.variants) {
+      const auto f = totals.flows.find(v.name);
+      flows.push_back(f == totals.flows.end() ? 0 : f->second);
+    }
+    return ab_snapshot_of(s.config, flows, totals.pushed);
+  }
   const RolloutTotals& totals = totals_of(s);
   for (unsigned v = 0; v < s.config.variants.size(); ++v) {
-    AbVariantData d;
-    const std::string& name = s.config.variants[v].name;
-    const uint64_t flows = dataplane_->variant_counters(s.id, v).new_flows;
-    const auto f = totals.flows_base.find(name);
+    const uint64_t now = dataplane_->variant_counters(s.id, v).new_flows;
+    const auto f = totals.flows_base.find(s.config.variants[v].name);
     const uint64_t base = f != totals.flows_base.end() ? f->second : 0;
-    d.flows = flows >= base ? flows - base : flows;
-    if (const auto p = totals.pushed.find(name); p != totals.pushed.end()) {
-      const auto& m = p->second.metrics;
-      if (auto it = m.find(metric); it != m.end()) {
-        d.n = it->second.n;
-        if (proportion) {
-          // Observations are 0/1 (converted or not): successes are their sum.
-          const double succ = std::round(it->second.sum);
-          d.successes = succ <= 0 ? 0 : std::min<uint64_t>(d.n, static_cast<uint64_t>(succ));
-        } else {
-          d.mean = it->second.mean();
-          d.variance = it->second.variance();
-        }
-      }
-    }
-    snap.variants.push_back(d);
+    flows.push_back(now >= base ? now - base : now);
   }
-  return snap;
+  return ab_snapshot_of(s.config, flows, totals.pushed);
 }
 
 json Daemon::ab(const protocol::AbRequest& r) {

@@ -91,16 +91,21 @@ void FleetMember::keepalive_later() {
   });
 }
 
-void FleetMember::publish(std::string report_json) {
+void FleetMember::publish(std::string report_json, std::function<void(const Status&)> done) {
   report_ = std::move(report_json);
-  put_report();
+  put_report(std::move(done));
 }
 
-void FleetMember::put_report() {
-  if (lease_ == 0 || report_.empty() || stopped_) return;
-  client_.put(keys_.node(options_.node), report_, lease_, [self = shared_from_this()](Status s, Header) {
+void FleetMember::put_report(std::function<void(const Status&)> done) {
+  if (lease_ == 0 || report_.empty() || stopped_) {
+    if (done)
+      boost::asio::post(io_, [done] { done(Status{false, "no lease with etcd yet (etcd away?)", {}, true}); });
+    return;
+  }
+  client_.put(keys_.node(options_.node), report_, lease_, [self = shared_from_this(), done](Status s, Header) {
     if (!s.ok && !s.unreachable && s.error.find("lease not found") != std::string::npos && !self->stopped_)
       self->lease_lost();
+    if (done) done(s);
   });
 }
 

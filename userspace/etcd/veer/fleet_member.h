@@ -123,7 +123,8 @@ class FleetMember : public std::enable_shared_from_this<FleetMember> {
 
   // Puts the node's report under its lease now (and again after a new lease
   // was granted); the latest one is kept for that.
-  void publish(std::string report_json);
+  // DONE (optional) hears whether this report reached etcd.
+  void publish(std::string report_json, std::function<void(const Status&)> done = {});
 
   // Writes the successor of SERVICE's current version, as MAKE builds it
   // (MAKE may throw: the result names why, nothing is written).
@@ -148,7 +149,7 @@ class FleetMember : public std::enable_shared_from_this<FleetMember> {
  private:
   void grant();
   void keepalive_later();
-  void put_report();
+  void put_report(std::function<void(const Status&)> done = {});
   void catch_up();
   void watch_from(int64_t revision);
   void take(const KeyValue& kv);

@@ -1,5 +1,7 @@
 #include "fleet/fleet_window.h"
 
+#include <optional>
+
 namespace veer::fleet {
 namespace {
 
@@ -21,6 +23,24 @@ std::string first_drop(const KernelSample& before, const KernelSample& after) {
   for (size_t i = 0; i < before.latency.size(); ++i)
     if (after.latency[i] < before.latency[i]) return "latency bucket " + std::to_string(i);
   return {};
+}
+
+const PushData& pushed_of(const std::map<std::string, PushData>& pushed, const std::string& variant) {
+  static const PushData none;
+  const auto it = pushed.find(variant);
+  return it == pushed.end() ? none : it->second;
+}
+
+// Inconclusive when fewer than MIN_NODES (0: all live nodes) contributed to WINDOW, naming the others.
+std::optional<Measurement> too_few_nodes(const FleetWindow& window, size_t min_nodes) {
+  const size_t required = min_nodes == 0 ? window.nodes.size() : min_nodes;
+  if (window.nodes.empty()) return Measurement::inconclusive("no live node");
+  if (window.contributing >= required) return std::nullopt;
+  std::string why = std::to_string(window.contributing) + " of " + std::to_string(window.nodes.size()) +
+                    " live nodes reported fresh data (min_nodes " + std::to_string(required) + ")";
+  for (const auto& c : window.nodes)
+    if (!contributes(c.state)) why += "; " + c.node + ": " + to_string(c.state) + " (" + c.reason + ")";
+  return Measurement::inconclusive(why);
 }
 
 }  // namespace
@@ -96,16 +116,19 @@ FleetWindow FleetAggregator::step(const std::map<std::string, NodeReport>& lates
     } else if (bit == baselines_.end()) {
       c.state = NodeState::FirstSeen;
       c.reason = "first report seen: the baseline of the next interval";
-      baselines_[node] = {report.epoch, report.seq, report.at_ms, service->variants};
+      baselines_[node] = {report.epoch, report.seq, report.at_ms, service->variants, service->pushed};
     } else if (report.seq != bit->second.seq && report.at_ms - bit->second.at_ms > max_age_ms) {
       c.state = NodeState::FirstSeen;
       c.reason = "resumed " + std::to_string(report.at_ms - bit->second.at_ms) +
                  " ms after the report used last: the baseline of the next interval";
-      bit->second = {report.epoch, report.seq, report.at_ms, service->variants};
+      bit->second = {report.epoch, report.seq, report.at_ms, service->variants, service->pushed};
     } else if (bit->second.epoch != report.epoch) {
       c.state = NodeState::Restarted;
-      for (const auto& v : variants_) add_window(out.variants[v], kernel_window(KernelSample{}, service->variants.at(v), seconds));
-      bit->second = {report.epoch, report.seq, report.at_ms, service->variants};
+      for (const auto& v : variants_) {
+        add_window(out.variants[v], kernel_window(KernelSample{}, service->variants.at(v), seconds));
+        out.pushed[v].merge(pushed_of(service->pushed, v));
+      }
+      bit->second = {report.epoch, report.seq, report.at_ms, service->variants, service->pushed};
     } else if (report.seq == bit->second.seq) {
       c.state = NodeState::NoNewReport;
       c.reason = "no report since seq " + std::to_string(report.seq);
@@ -114,10 +137,16 @@ FleetWindow FleetAggregator::step(const std::map<std::string, NodeReport>& lates
               " already used");
     } else {
       std::string drop;
+      std::map<std::string, PushData> pushed;
       for (const auto& v : variants_) {
         drop = first_drop(bit->second.variants.at(v), service->variants.at(v));
         if (!drop.empty()) {
           drop = "variant '" + v + "': " + drop + " went down within epoch " + report.epoch;
+          break;
+        }
+        pushed[v] = push_growth(pushed_of(bit->second.pushed, v), pushed_of(service->pushed, v), &drop);
+        if (!drop.empty()) {
+          drop = "variant '" + v + "': " + drop + " within epoch " + report.epoch;
           break;
         }
       }
@@ -125,10 +154,12 @@ FleetWindow FleetAggregator::step(const std::map<std::string, NodeReport>& lates
         invalid(drop + " (the report is the next baseline)");
       } else {
         c.state = NodeState::Fresh;
-        for (const auto& v : variants_)
+        for (const auto& v : variants_) {
           add_window(out.variants[v], kernel_window(bit->second.variants.at(v), service->variants.at(v), seconds));
+          out.pushed[v].merge(pushed[v]);
+        }
       }
-      bit->second = {report.epoch, report.seq, report.at_ms, service->variants};
+      bit->second = {report.epoch, report.seq, report.at_ms, service->variants, service->pushed};
     }
     if (contributes(c.state)) ++out.contributing;
     out.nodes.push_back(std::move(c));
@@ -138,18 +169,16 @@ FleetWindow FleetAggregator::step(const std::map<std::string, NodeReport>& lates
 
 Measurement fleet_measurement(const FleetWindow& window, const std::string& variant, std::string_view metric,
                               size_t min_nodes) {
-  const size_t required = min_nodes == 0 ? window.nodes.size() : min_nodes;
-  if (window.nodes.empty()) return Measurement::inconclusive("no live node");
-  if (window.contributing < required) {
-    std::string why = std::to_string(window.contributing) + " of " + std::to_string(window.nodes.size()) +
-                      " live nodes reported fresh data (min_nodes " + std::to_string(required) + ")";
-    for (const auto& c : window.nodes)
-      if (!contributes(c.state)) why += "; " + c.node + ": " + to_string(c.state) + " (" + c.reason + ")";
-    return Measurement::inconclusive(why);
-  }
+  if (auto few = too_few_nodes(window, min_nodes)) return *few;
   const auto it = window.variants.find(variant);
   if (it == window.variants.end()) return Measurement::error("variant '" + variant + "' is not in the fleet's window");
   return kernel_measurement(it->second, metric);
+}
+
+Measurement fleet_push_measurement(const FleetWindow& window, const std::string& variant, const GateConfig& gate,
+                                   size_t min_nodes) {
+  if (auto few = too_few_nodes(window, min_nodes)) return *few;
+  return push_measurement(pushed_of(window.pushed, variant), gate);
 }
 
 }  // namespace veer::fleet

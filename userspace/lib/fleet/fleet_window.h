@@ -41,6 +41,7 @@ struct NodeContribution {
 
 struct FleetWindow {
   std::map<std::string, KernelWindow> variants;  // summed over contributing nodes
+  std::map<std::string, PushData> pushed;        // values pushed to contributing nodes, by variant
   std::vector<NodeContribution> nodes;           // every live node, by name
   size_t contributing = 0;
 };
@@ -66,6 +67,7 @@ class FleetAggregator {
     uint64_t seq = 0;
     int64_t at_ms = 0;
     std::map<std::string, KernelSample> variants;
+    std::map<std::string, PushData> pushed;
   };
   std::string service_;
   std::vector<std::string> variants_;
@@ -78,5 +80,10 @@ class FleetAggregator {
 // (0: every live node), else kernel_measurement of the summed window.
 Measurement fleet_measurement(const FleetWindow& window, const std::string& variant, std::string_view metric,
                               size_t min_nodes);
+// A push gate's measurement of VARIANT over the fleet's window: the values pushed to any node count
+// (push_measurement of their sum); Inconclusive below MIN_NODES as above, since a node left out may
+// hold pushes.
+Measurement fleet_push_measurement(const FleetWindow& window, const std::string& variant, const GateConfig& gate,
+                                   size_t min_nodes);
 
 }  // namespace veer::fleet

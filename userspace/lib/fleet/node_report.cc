@@ -102,7 +102,7 @@ bool ServiceReport::operator==(const ServiceReport& o) const {
       if (s.counters.*c.member != it->second.counters.*c.member) return false;
     if (s.handshake_timeouts != it->second.handshake_timeouts || s.latency != it->second.latency) return false;
   }
-  return true;
+  return pushed == o.pushed;
 }
 
 json to_json(const NodeReport& r) {
@@ -111,6 +111,10 @@ json to_json(const NodeReport& r) {
     json variants = json::object();
     for (const auto& [v, sample] : s.variants) variants[v] = sample_to_json(sample);
     services[name] = {{"definition", s.definition}, {"applied_version", s.applied_version}, {"variants", variants}};
+    json pushed = json::object();
+    for (const auto& [v, data] : s.pushed)
+      if (!data.empty()) pushed[v] = to_json(data);
+    if (!pushed.empty()) services[name]["pushed"] = std::move(pushed);
   }
   return {{"format", kNodeReportFormat}, {"node", r.node},   {"epoch", r.epoch},
           {"seq", r.seq},                {"at_ms", r.at_ms}, {"services", services}};
@@ -146,6 +150,19 @@ NodeReport node_report_from_json(const json& j) {
     for (const auto& [v, vj] : vit->items()) {
       check_name(v, where + " variant name", 64);
       s.variants[v] = sample_from_json(vj, where + " variant '" + v + "'");
+    }
+    if (const auto pit = sj.find("pushed"); pit != sj.end()) {
+      if (!pit->is_object()) fail(where + ": \"pushed\" must be an object");
+      for (const auto& [v, pj] : pit->items()) {
+        if (!s.variants.count(v)) fail(where + ": values pushed for '" + v + "', a variant without telemetry");
+        try {
+          PushData data = push_data_from_json(pj);
+          check_push_limits(data);
+          s.pushed[v] = std::move(data);
+        } catch (const PushError& e) {
+          fail(where + " pushed to '" + v + "': " + e.what());
+        }
+      }
     }
     r.services[name] = std::move(s);
   }

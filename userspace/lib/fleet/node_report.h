@@ -33,6 +33,9 @@ struct ServiceReport {
   std::string definition;       // definition_digest() on this node
   uint64_t applied_version = 0;  // 0: none applied yet
   std::map<std::string, KernelSample> variants;  // by variant name; counts since the epoch began
+  // Values pushed to this node (veerctl push), by variant, since the epoch began: running sums the
+  // leader takes differences of, as of the counters (absent variants: nothing pushed).
+  std::map<std::string, PushData> pushed;
   bool operator==(const ServiceReport&) const;
 };
 
@@ -53,7 +56,8 @@ KernelSample kernel_since(const KernelSample& base, const KernelSample& now);
 // JSON: {"format", "node", "epoch", "seq", "at_ms", "services": {NAME: {"definition",
 // "applied_version", "variants": {VARIANT: {"flows", "responses", "backend_resets", "client_resets",
 // "handshake_timeouts", "http_2xx", ..., "packets_in", "bytes_in", "packets_out", "bytes_out",
-// "latency": [[BUCKET, COUNT], ...] (non-zero buckets only)}}}}}.
+// "latency": [[BUCKET, COUNT], ...] (non-zero buckets only)}}, "pushed": {VARIANT: PushData}}}}
+// ("pushed" only when something was pushed; PushData as in state.json).
 nlohmann::json to_json(const NodeReport& r);
 std::string node_report_to_string(const NodeReport& r);
 // Checks everything (names, sizes, bucket indexes in range and ascending,

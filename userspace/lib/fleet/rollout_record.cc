@@ -29,10 +29,16 @@ void check_text(const std::string& text, const char* what, size_t max) {
 
 }  // namespace
 
+void FleetTotals::add(const FleetWindow& window) {
+  for (const auto& [variant, w] : window.variants) flows[variant] += w.flows;
+  for (const auto& [variant, data] : window.pushed)
+    if (!data.empty()) pushed[variant].merge(data);
+}
+
 bool RolloutRecord::operator==(const RolloutRecord& o) const {
   if (seq != o.seq || service != o.service || definition != o.definition || term != o.term ||
       writer != o.writer || at_ms != o.at_ms || table_version != o.table_version || !(state == o.state) ||
-      events.size() != o.events.size())
+      events.size() != o.events.size() || !(totals == o.totals))
     return false;
   for (size_t i = 0; i < events.size(); ++i) {
     const auto &a = events[i], &b = o.events[i];
@@ -43,7 +49,8 @@ bool RolloutRecord::operator==(const RolloutRecord& o) const {
 
 RolloutRecord next_rollout_record(const std::optional<RolloutRecord>& current, std::string service,
                                   std::string definition, int64_t term, std::string writer, int64_t at_ms,
-                                  uint64_t table_version, RolloutState state, std::vector<RolloutEvent> events) {
+                                  uint64_t table_version, RolloutState state, std::vector<RolloutEvent> events,
+                                  FleetTotals totals) {
   RolloutRecord r;
   r.seq = current ? current->seq + 1 : 1;
   r.service = std::move(service);
@@ -61,6 +68,7 @@ RolloutRecord next_rollout_record(const std::optional<RolloutRecord>& current, s
       it = std::isfinite(it->second) ? std::next(it) : e.values.erase(it);
   }
   r.events = std::move(events);
+  r.totals = std::move(totals);
   return r;
 }
 
@@ -68,11 +76,17 @@ json to_json(const RolloutRecord& r) {
   json events = json::array();
   for (const auto& e : r.events)
     events.push_back({{"time_ms", e.time.count()}, {"kind", e.kind}, {"message", e.message}, {"values", e.values}});
-  return {{"format", kRolloutRecordFormat}, {"seq", r.seq},
-          {"service", r.service},           {"definition", r.definition},
-          {"term", r.term},                 {"writer", r.writer},
-          {"at_ms", r.at_ms},               {"table_version", r.table_version},
-          {"state", r.state},               {"events", events}};
+  json out = {{"format", kRolloutRecordFormat}, {"seq", r.seq},
+              {"service", r.service},           {"definition", r.definition},
+              {"term", r.term},                 {"writer", r.writer},
+              {"at_ms", r.at_ms},               {"table_version", r.table_version},
+              {"state", r.state},               {"events", events}};
+  if (!r.totals.empty()) {
+    json pushed = json::object();
+    for (const auto& [v, data] : r.totals.pushed) pushed[v] = to_json(data);
+    out["totals"] = {{"flows", r.totals.flows}, {"pushed", pushed}};
+  }
+  return out;
 }
 
 std::string rollout_record_to_string(const RolloutRecord& r) { return to_json(r).dump(); }
@@ -122,6 +136,34 @@ RolloutRecord rollout_record_from_json(const json& j) {
       out.values[k] = v.get<double>();
     }
     r.events.push_back(std::move(out));
+  }
+  if (const auto t = j.find("totals"); t != j.end()) {
+    if (!t->is_object()) fail("\"totals\" must be an object");
+    const auto flows = t->find("flows");
+    if (flows != t->end()) {
+      if (!flows->is_object() || flows->size() > VEER_MAX_VARIANTS)
+        fail("totals.flows must be an object of at most " + std::to_string(VEER_MAX_VARIANTS) + " variants");
+      for (const auto& [v, n] : flows->items()) {
+        check_text(v, "a variant of totals.flows", 64);
+        if (!n.is_number_unsigned()) fail("totals.flows." + v + " must be a non-negative integer");
+        r.totals.flows[v] = n.get<uint64_t>();
+      }
+    }
+    const auto pushed = t->find("pushed");
+    if (pushed != t->end()) {
+      if (!pushed->is_object() || pushed->size() > VEER_MAX_VARIANTS)
+        fail("totals.pushed must be an object of at most " + std::to_string(VEER_MAX_VARIANTS) + " variants");
+      for (const auto& [v, pj] : pushed->items()) {
+        check_text(v, "a variant of totals.pushed", 64);
+        try {
+          PushData data = push_data_from_json(pj);
+          check_push_limits(data);
+          r.totals.pushed[v] = std::move(data);
+        } catch (const PushError& e) {
+          fail("totals.pushed." + v + ": " + e.what());
+        }
+      }
+    }
   }
   return r;
 }

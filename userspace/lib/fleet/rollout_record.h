@@ -21,6 +21,7 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include "config/rollout_config.h"
+#include "fleet/fleet_window.h"
 #include "rollout/rollout_engine.h"
 
 namespace veer::fleet {
@@ -35,6 +36,18 @@ class RolloutRecordError : public std::invalid_argument {
   using std::invalid_argument::invalid_argument;
 };
 
+// What the fleet's nodes counted since the rollout started, summed by the
+// leader interval by interval (the A/B report's flows and pushed values). A
+// node's counts while it did not contribute (cut off, just seen) are not in
+// it: both arms lose alike, so the ratio the SRM check reads stays fair.
+struct FleetTotals {
+  std::map<std::string, uint64_t> flows;    // new flows, by variant
+  std::map<std::string, PushData> pushed;   // pushed values, by variant
+  void add(const FleetWindow& window);      // the contributing nodes' growth of one interval
+  bool empty() const { return flows.empty() && pushed.empty(); }
+  bool operator==(const FleetTotals&) const = default;
+};
+
 struct RolloutRecord {
   uint64_t seq = 0;            // 1, 2, ... per service
   std::string service;
@@ -45,6 +58,7 @@ struct RolloutRecord {
   uint64_t table_version = 0;  // the table version written with it (0: the decision left the table alone)
   RolloutState state;
   std::vector<RolloutEvent> events;  // the decision's events (at most kMaxRecordEvents: the last ones)
+  FleetTotals totals;                // A/B rollouts: the fleet's counts since the start
   bool operator==(const RolloutRecord&) const;
 };
 
@@ -53,7 +67,8 @@ struct RolloutRecord {
 // kMaxEventMessage.
 RolloutRecord next_rollout_record(const std::optional<RolloutRecord>& current, std::string service,
                                   std::string definition, int64_t term, std::string writer, int64_t at_ms,
-                                  uint64_t table_version, RolloutState state, std::vector<RolloutEvent> events);
+                                  uint64_t table_version, RolloutState state, std::vector<RolloutEvent> events,
+                                  FleetTotals totals = {});
 
 // Whether a node that mirrors HELD (nullopt: nothing yet) takes RECORD: only a
 // newer one (a duplicate or an old one from the watch changes nothing).

@@ -236,6 +236,101 @@ void PushData::check_room_for(const std::vector<PushItem>& items) const {
   }
 }
 
+void PushData::merge(const PushData& other) {
+  for (const auto& [name, o] : other.metrics) {
+    Observations& mine = metrics[name];
+    mine.n += o.n;
+    mine.sum += o.sum;
+    mine.sum_squares += o.sum_squares;
+  }
+  for (const auto& [series, counts] : other.labels)
+    for (const auto& [label, count] : counts) labels[series][label] += count;
+}
+
+PushData push_growth(const PushData& before, const PushData& after, std::string* drop) {
+  PushData out;
+  auto dropped = [&](std::string what) {
+    if (drop) *drop = std::move(what);
+    return PushData{};
+  };
+  for (const auto& [name, b] : before.metrics) {
+    const auto a = after.metrics.find(name);
+    if (a == after.metrics.end()) return dropped("pushed metric '" + name + "' is gone");
+    if (a->second.n < b.n) return dropped("pushed metric '" + name + "' has fewer observations");
+  }
+  for (const auto& [series, counts] : before.labels) {
+    const auto a = after.labels.find(series);
+    if (a == after.labels.end()) return dropped("pushed series '" + series + "' is gone");
+    for (const auto& [label, count] : counts) {
+      const auto c = a->second.find(label);
+      if (c == a->second.end() || c->second < count)
+        return dropped("pushed count '" + series + "." + label + "' went down");
+    }
+  }
+  for (const auto& [name, a] : after.metrics) {
+    const auto b = before.metrics.find(name);
+    if (b == before.metrics.end()) {
+      out.metrics[name] = a;
+    } else if (a.n > b->second.n) {
+      // Differences of running sums: the window's observations (a square sum cannot shrink below 0).
+      out.metrics[name] = Observations{a.n - b->second.n, a.sum - b->second.sum,
+                                       std::max(0.0, a.sum_squares - b->second.sum_squares)};
+    }
+  }
+  for (const auto& [series, counts] : after.labels) {
+    const auto b = before.labels.find(series);
+    for (const auto& [label, count] : counts) {
+      double base = 0;
+      if (b != before.labels.end())
+        if (const auto c = b->second.find(label); c != b->second.end()) base = c->second;
+      if (count > base) out.labels[series][label] = count - base;
+    }
+  }
+  if (drop) drop->clear();
+  return out;
+}
+
+void check_push_limits(const PushData& data) {
+  if (data.metrics.size() + data.labels.size() > kMaxPushedNames)
+    throw PushError("more than " + std::to_string(kMaxPushedNames) + " pushed metrics and label series");
+  for (const auto& [name, o] : data.metrics)
+    if (!std::isfinite(o.sum) || !std::isfinite(o.sum_squares))
+      throw PushError("metrics." + name + ": sums must be finite");
+  for (const auto& [series, counts] : data.labels) {
+    if (counts.size() > kMaxPushedLabels)
+      throw PushError("labels." + series + ": more than " + std::to_string(kMaxPushedLabels) + " labels");
+    for (const auto& [label, count] : counts)
+      if (!std::isfinite(count)) throw PushError("labels." + series + "." + label + " must be finite");
+  }
+}
+
+AbSnapshot ab_snapshot_of(const ServiceConfig& service, const std::vector<uint64_t>& flows,
+                          const std::map<std::string, PushData>& pushed) {
+  AbSnapshot snap;
+  const std::string& metric = service.rollout->metric.name;
+  const bool proportion = service.rollout->metric.kind == AbMetricKind::Proportion;
+  for (size_t v = 0; v < service.variants.size(); ++v) {
+    AbVariantData d;
+    d.flows = v < flows.size() ? flows[v] : 0;
+    if (const auto p = pushed.find(service.variants[v].name); p != pushed.end()) {
+      const auto& m = p->second.metrics;
+      if (auto it = m.find(metric); it != m.end()) {
+        d.n = it->second.n;
+        if (proportion) {
+          // Observations are 0/1 (converted or not): successes are their sum.
+          const double succ = std::round(it->second.sum);
+          d.successes = succ <= 0 ? 0 : std::min<uint64_t>(d.n, static_cast<uint64_t>(succ));
+        } else {
+          d.mean = it->second.mean();
+          d.variance = it->second.variance();
+        }
+      }
+    }
+    snap.variants.push_back(d);
+  }
+  return snap;
+}
+
 Measurement push_measurement(const PushData& window, const GateConfig& gate) {
   if (gate.metric == "prediction_kl") {
     const std::string& series = gate.series.empty() ? std::string("prediction") : gate.series;

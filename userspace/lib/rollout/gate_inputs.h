@@ -113,8 +113,22 @@ struct PushData {
   // Throws PushError (naming the limit) if adding `items` would exceed
   // kMaxPushedNames or kMaxPushedLabels; checked before anything is added.
   void check_room_for(const std::vector<PushItem>& items) const;
+  // Adds OTHER's observations and label counts (the fleet sums its nodes' pushes).
+  void merge(const PushData& other);
+  bool empty() const { return metrics.empty() && labels.empty(); }
   bool operator==(const PushData&) const = default;
 };
+
+// What AFTER holds beyond BEFORE (both running totals of one source, BEFORE
+// the earlier): observations and label counts of the growth. Returns the
+// first thing that went down instead (a count, a label, a metric gone) in
+// *DROP, with an empty result: running totals only grow.
+PushData push_growth(const PushData& before, const PushData& after, std::string* drop);
+
+// Throws PushError if DATA holds more than a variant may (kMaxPushedNames,
+// kMaxPushedLabels) or a number that is not finite: for pushed data read
+// from outside (a node's report).
+void check_push_limits(const PushData& data);
 inline bool operator==(const Observations& a, const Observations& b) {
   return a.n == b.n && a.sum == b.sum && a.sum_squares == b.sum_squares;
 }
@@ -124,6 +138,12 @@ inline bool operator==(const Observations& a, const Observations& b) {
 // writes max_digits10). The reader throws PushError naming what is wrong.
 nlohmann::json to_json(const PushData& data);
 PushData push_data_from_json(const nlohmann::json& j);
+
+// The A/B report's data (SPEC §5) of SERVICE from FLOWS (new flows since the
+// rollout started, in variant order) and PUSHED (the values pushed since then,
+// by variant name): one node's totals, or the fleet's.
+AbSnapshot ab_snapshot_of(const ServiceConfig& service, const std::vector<uint64_t>& flows,
+                          const std::map<std::string, PushData>& pushed);
 
 // A push gate's measurement from one window's data: the mean of the
 // observations of `metric` (samples = their number); for prediction_kl the
