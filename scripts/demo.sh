@@ -10,10 +10,13 @@
 # the VIP: the canary walks 5 -> 20 -> 50 % while the kernel gates (P95 latency, error rate, every second) stay
 # green; then the canary degrades (300 ms of added latency) and veer rolls it back by itself (canary weight 0
 # in one table flip), with the live status and the event log on screen.
+# Then the same rollout on the fleet testbed (three veer nodes, one three-member etcd): a weights change on one
+# node applied by all three, a canary started on node 3 and run by the leader (node 1), slowed for node 3's
+# clients only and aborted by the leader on the fleet-wide P95, canary weight 0 on every node.
 # Everything is cleaned up at the end, also on failure or Ctrl-C.
 #
 # Environment: VEER_BUILD_DIR (default: build), DEMO_FLOWS (default 2000), DEMO_SKIP_DEPS=1, DEMO_SKIP_BUILD=1,
-# DEMO_SKIP_SPLIT=1 (only the canary rollout).
+# DEMO_SKIP_SPLIT=1 (leaves out the split), DEMO_SKIP_FLEET=1 (leaves out the fleet part).
 set -Eeuo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -46,6 +49,22 @@ stop_veerd() {
   VEERD_PID=""
 }
 
+# The fleet part's three veerds (SIGTERM: each leaves the fleet, revoking its lease), and its clients.
+FLEET_PIDS=()
+FLEET_CLIENTS=()
+stop_fleet() {
+  local pid
+  for pid in "${FLEET_CLIENTS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  FLEET_CLIENTS=()
+  for pid in "${FLEET_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${FLEET_PIDS[@]}"; do
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  FLEET_PIDS=()
+}
+
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
@@ -55,6 +74,7 @@ cleanup() {
   [ -n "$WATCH_PID" ] && kill -INT "$WATCH_PID" 2>/dev/null && wait "$WATCH_PID" 2>/dev/null
   [ -n "$TRAFFIC_PID" ] && kill "$TRAFFIC_PID" 2>/dev/null && wait "$TRAFFIC_PID" 2>/dev/null
   stop_veerd
+  stop_fleet
   "$ROOT/scripts/testbed.sh" down --prefix "$PREFIX"
   rm -rf "$WORK"
   if [ $rc -eq 0 ]; then echo "demo: done"; else echo "demo: FAILED (exit $rc)" >&2; fi
@@ -375,4 +395,88 @@ else:
     print("OK: no request failed: the slow canary answered slowly, then got no new traffic")
 sys.exit(0 if ok else 1)
 EOF
+
+# ---------------------------------------------------------------- one rollout on three nodes (fleet mode)
+if [ "${DEMO_SKIP_FLEET:-0}" != 1 ]; then
+stop_veerd
+say "the fleet testbed: three veer nodes, each in front of its own clients, the same backends, a three-member etcd"
+"$ROOT/scripts/testbed.sh" down --prefix "$PREFIX" >/dev/null 2>&1 || true
+"$ROOT/scripts/testbed.sh" up --fleet 3 --prefix "$PREFIX"
+nodectl() { local n=$1; shift; "$VEERCTL" --socket "$RUN_DIR/lb$n/veer.sock" "$@"; }
+# node_eval N EXPR: EXPR (Python) over node N's ranker status (s = service, r = rollout, w = applied weights)
+node_eval() {
+  nodectl "$1" --json status ranker | python3 -c '
+import json, sys
+s = [x for x in json.loads(sys.stdin.readline())["result"]["services"] if x["name"] == "ranker"][0]
+r = s.get("rollout") or {}
+w = {v["name"]: float(v["weight_applied"]) for v in s["variants"]}
+print(eval(sys.argv[1]))' "$2"
+}
+for n in 1 2 3; do
+  python3 "$TOOLS/make_config.py" --prefix "$PREFIX" --node "$n" --template "$CANARY_CONFIG" \
+    --out "$RUN_DIR/lb$n/veer.yaml"
+  ip netns exec "$PREFIX-lb$n" "$VEERD" --config "$RUN_DIR/lb$n/veer.yaml" --foreground >>"$WORK/veerd$n.log" 2>&1 &
+  FLEET_PIDS+=($!)
+  for _ in $(seq 100); do nodectl "$n" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  nodectl "$n" ping >/dev/null || { cat "$WORK/veerd$n.log" >&2; die "node $n's veerd does not answer"; }
+  # node 1 first: it takes the leader key
+  if [ "$n" = 1 ]; then
+    for _ in $(seq 100); do [ "$(nodectl 1 --json status | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["fleet"]["is_leader"])')" = True ] && break; sleep 0.1; done
+  fi
+done
+echo "veerd on node-1, node-2, node-3 (examples/rollout-canary.yaml with a cluster: section, make_config.py --node N)"
+
+say "veerctl weights ranker blue=90 canary=10 on node 2: one table version in etcd, applied by every node"
+nodectl 2 weights ranker blue=90 canary=10 >/dev/null
+sleep 0.5
+nodectl 1 nodes
+nodectl 1 --json nodes | python3 -c '
+import json, sys
+nodes = json.load(sys.stdin)["result"]["nodes"]
+versions = {n["node"]: n["services"]["ranker"]["applied_version"] for n in nodes}
+if len(versions) == 3 and len(set(versions.values())) == 1:
+    print(f"OK: all three nodes applied version {set(versions.values()).pop()}")
+else:
+    print(f"FAIL: applied versions {versions}"); sys.exit(1)' || DEMO_OK=0
+nodectl 3 weights ranker blue=100 canary=0 >/dev/null
+
+say "steady traffic from every node's clients (100 new connections/s each); canary rollout started on node 3"
+for n in 1 2 3; do
+  ip netns exec "$PREFIX-client$n" python3 "$TOOLS/client.py" rate --dst "$VIP" --port 80 \
+    --src-range "10.0.$n.11-10.0.$n.60" --rate 100 --duration 60 --stop-file "$WORK/stop-fleet" \
+    >"$WORK/fleet-rate$n.json" 2>&1 &
+  FLEET_CLIENTS+=($!)
+done
+sleep 1
+nodectl 3 rollout start ranker >/dev/null
+echo "the leader, node 1, runs it: its gates read the sum of the three nodes' kernel telemetry"
+for _ in $(seq 200); do [ "$(node_eval 3 'w["canary"]')" = 20.0 ] && break; sleep 0.1; done
+[ "$(node_eval 3 'w["canary"]')" = 20.0 ] && ok "the canary walked 5 -> 20 % on every node" || fail "the canary did not reach 20 %"
+for n in 1 2 3; do echo "  node-$n: canary $(node_eval "$n" 'w["canary"]') % applied, $(node_eval "$n" 'r["phase"]')"; done
+
+say "the canary slows down for node 3's clients only (+300 ms, latency_clients=10.0.3.0/24): node 1 sees no slow answer"
+T0=$(date +%s.%N)
+python3 "$TOOLS/control.py" --prefix "$PREFIX" --variant canary latency=fixed:300 latency_clients=10.0.3.0/24 >/dev/null
+ZERO=""
+for _ in $(seq 150); do
+  if [ "$(node_eval 1 'w["canary"]')" = 0.0 ] && [ "$(node_eval 2 'w["canary"]')" = 0.0 ] && \
+     [ "$(node_eval 3 'w["canary"]')" = 0.0 ]; then
+    ZERO=$(python3 -c "import time; print(f'{time.time() - $T0:.2f}')"); break
+  fi
+  sleep 0.1
+done
+if [ -n "$ZERO" ]; then
+  ok "the leader aborted on the fleet-wide P95; canary weight 0 applied on all three nodes ${ZERO} s after the change"
+else
+  fail "the fleet did not roll the canary back within 15 s"
+fi
+for n in 1 2 3; do
+  [ "$(node_eval "$n" 'r["phase"]')" = Aborted ] && ok "node-$n: rollout Aborted" || fail "node-$n: $(node_eval "$n" 'r["phase"]')"
+done
+say "veerctl events ranker on node 2 (it mirrors the leader's decisions from etcd)"
+nodectl 2 events ranker | tail -n 6
+touch "$WORK/stop-fleet"
+stop_fleet
+fi  # DEMO_SKIP_FLEET
+
 [ "$DEMO_OK" = 1 ] || die "some checks failed"

@@ -75,6 +75,18 @@ class Watcher:
         self.proc.stderr.close()
 
 
+def prepare(script, veerd, veerctl, *tools):
+    """What a bench script on a testbed needs before it starts: root, the executables, veer_e2e's paths, and
+    SIGTERM unwinding through the script's finally (which tears the testbed down)."""
+    if os.geteuid() != 0:
+        raise SystemExit(f"{script} needs root (network namespaces, BPF)")
+    for path in (veerd, veerctl, *tools):
+        if not os.access(path, os.X_OK):
+            raise SystemExit(f"{path}: not an executable")
+    e2e.ARGS.source_dir, e2e.ARGS.veerd, e2e.ARGS.veerctl = SOURCE_DIR, veerd, veerctl
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
 def wait_ready_for_breach(veerd, timeout):
     """Canary applied 50 % and the error_rate gate Successful while waiting for promotion."""
     last = {}
@@ -105,13 +117,7 @@ def main():
         raise SystemExit("--reps: want 1..50")
     if not 50 <= args.rate <= 2000:
         raise SystemExit("--rate: want 50..2000 (the gate needs >= 50 canary answers per interval)")
-    if os.geteuid() != 0:
-        raise SystemExit("breach.py needs root (network namespaces, BPF)")
-    for path in (args.veerd, args.veerctl, args.bench):
-        if not os.access(path, os.X_OK):
-            raise SystemExit(f"{path}: not an executable")
-    e2e.ARGS.source_dir, e2e.ARGS.veerd, e2e.ARGS.veerctl = SOURCE_DIR, args.veerd, args.veerctl
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind through the finally below
+    prepare("breach.py", args.veerd, args.veerctl, args.bench)
 
     tb = e2e.Testbed(args.prefix)
     veerd = None
