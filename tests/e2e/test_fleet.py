@@ -257,6 +257,64 @@ class TestFleet(veer_fleet.FleetCase):
         self.assertNotIn("diverged", self.fleet_view(3)["services"][SERVICE])
         self.assertEqual(self.weights_of(3)["canary"], 25.0)
 
+    # ------------------------------------------------------------ (i)
+
+    def test_i_a_new_definition_on_every_node_is_adopted_by_one_weights_adopt(self):
+        """The config of ranker changes on every node (affinity connection -> client-ip, part of the
+        definition): each restarted node is diverged and applies nothing until `weights --adopt` on one of
+        them makes its definition the fleet's; a node still on the old config is then the diverged one, and
+        catches up once it has the new config. (The last case: it leaves the fleet on the new definition.)"""
+        text = self.fleet.node(1).render_config()
+        old = "  - name: ranker\n    vip: 10.0.0.100\n    port: 80\n    protocol: tcp\n    affinity: connection\n"
+        self.assertIn(old, text, "test bug: examples/testbed.yaml's ranker changed")
+
+        def new_config(n):
+            return self.fleet.node(n).render_config().replace(old, old.replace("connection", "client-ip"), 1)
+
+        before = self.applied(3)
+        for n in (1, 2):  # a rolling config change: node 3 is not there yet
+            self.nodes[n].stop()
+            self.fleet.write_node_config(n, new_config(n))
+            self.nodes[n].start()
+            self.wait_connected(n)
+            e2e.wait_for(f"node {n} shows ranker diverged",
+                         lambda n=n: "diverged" in self.fleet_view(n)["services"][SERVICE], e2e.scaled(5), 0.05)
+        refused = self.change(1, "weights", SERVICE, "blue=70", "green=10", "canary=20", expect_ok=False)
+        self.assertFalse(refused["ok"])
+        self.assertIn("--adopt", refused["error"]["message"])
+        self.assertEqual(self.applied(1), before)
+
+        answer = self.change(2, "weights", SERVICE, "blue=70", "green=10", "canary=20", "--adopt")
+        version = answer["result"]["fleet"]["version"]
+        self.assertEqual(version, before + 1)
+        self.wait_all_applied(version, nodes=(1, 2))
+        for n in (1, 2):
+            self.assertNotIn("diverged", self.fleet_view(n)["services"][SERVICE])
+            self.assertEqual(self.weights_of(n), {"blue": 70.0, "green": 10.0, "canary": 20.0})
+        # Node 3, still on the old config, is now the one that differs: it applies nothing and says so.
+        e2e.wait_for("node 3 shows ranker diverged",
+                     lambda: "diverged" in self.fleet_view(3)["services"][SERVICE], e2e.scaled(5), 0.05)
+        self.assertEqual(self.applied(3), before)
+        print(f"  (i) version {version} adopted by node 2: nodes 1 and 2 apply it, node 3 (old config) diverged",
+              flush=True)
+        self.nodes[3].stop()
+        self.fleet.write_node_config(3, new_config(3))
+        self.nodes[3].start()
+        self.wait_connected(3)
+        self.wait_all_applied(version, timeout=10)
+        self.assertNotIn("diverged", self.fleet_view(3)["services"][SERVICE])
+        keys = [f"10.0.{n}.{h}" for n in (1, 2, 3) for h in range(11, 61)]  # client-ip: the port does not count
+        first = self.which_all(1, keys)
+        self.assertEqual(self.which_all(2, keys), first)
+        self.assertEqual(self.which_all(3, keys), first)
+        # Each node's clients reach the variant `which` names for their address, the port aside.
+        r = self.busy_client(3, "24000-24099")
+        self.assertEqual(r["errors"], {}, r)
+        expect = dict(zip(keys, first))[self.fleet.node(3).client_addr(11)][0]
+        self.assertEqual(r["variants"], {expect: 100}, r)
+        print(f"  (i) node 3 restarted on the new config: version {version} on all three, which agrees for "
+              f"{len(keys)} client addresses, node 3's busy client 100/100 on {expect}", flush=True)
+
 
 if __name__ == "__main__":
     e2e.main()

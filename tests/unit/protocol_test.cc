@@ -288,6 +288,10 @@ TEST(ProtocolRequestJson, RoundTripsThroughTheParser) {
   EXPECT_EQ(back.service, "ranker");
   EXPECT_EQ(back.weights_bp, w.weights_bp);
   EXPECT_TRUE(back.force);
+  EXPECT_FALSE(back.adopt);
+  w.adopt = true;
+  EXPECT_TRUE(std::get<WeightsRequest>(parse_request(to_json(Request{w}).dump())).adopt);
+  EXPECT_EQ(error_code_of(R"({"cmd":"weights","service":"s","weights":{"a":"100"},"adopt":"yes"})"), "bad_request");
 
   WhichRequest which{"ranker", *IpAddress::parse("fd00::10"), uint16_t{443}};
   auto wb = std::get<WhichRequest>(parse_request(to_json(Request{which}).dump()));

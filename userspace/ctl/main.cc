@@ -37,7 +37,7 @@ constexpr int kAnswerTimeoutMs = 60000;
 const char* kUsage =
     "usage: veerctl [--socket PATH] [--json] COMMAND ...\n"
     "  status [SERVICE] [--watch]   --watch: redraw every interval (1 s) until Ctrl-C\n"
-    "  weights SERVICE VARIANT=PCT... [--force]\n"
+    "  weights SERVICE VARIANT=PCT... [--force] [--adopt]   --adopt: fleet mode, this node's definition\n"
     "  switch SERVICE VARIANT [--force]\n"
     "  rollout start|promote|pause|abort|retry SERVICE   (promote [--full])\n"
     "  push SERVICE VARIANT NAME=VALUE...   VALUE*N: N observations; NAME.LABEL=COUNT: a label count\n"
@@ -61,7 +61,7 @@ void expect_args(const std::string& cmd, const std::vector<std::string>& args, s
 }
 
 struct Flags {
-  bool force = false, undo = false, unload = false, full = false, watch = false, follow = false;
+  bool force = false, undo = false, unload = false, full = false, watch = false, follow = false, adopt = false;
   uint64_t since = 0;
 };
 
@@ -69,6 +69,7 @@ Request build_request(const std::string& cmd, const std::vector<std::string>& ar
   const bool force = flags.force, undo = flags.undo, unload = flags.unload;
   if (force && cmd != "weights" && cmd != "switch") throw UsageError("--force only applies to weights and switch");
   if (flags.watch && cmd != "status") throw UsageError("--watch only applies to status");
+  if (flags.adopt && cmd != "weights") throw UsageError("--adopt only applies to weights");
   if ((flags.follow || flags.since) && cmd != "events") throw UsageError("--follow/--since only apply to events");
   if (flags.full && cmd != "rollout") throw UsageError("--full only applies to rollout promote");
   if (cmd == "rollout") {
@@ -143,6 +144,7 @@ Request build_request(const std::string& cmd, const std::vector<std::string>& ar
     WeightsRequest r;
     r.service = args[0];
     r.force = force;
+    r.adopt = flags.adopt;
     for (size_t i = 1; i < args.size(); ++i) {
       const auto eq = args[i].find('=');
       if (eq == std::string::npos || eq == 0) throw UsageError("expected VARIANT=PCT, got \"" + args[i] + "\"");
@@ -327,6 +329,7 @@ int main(int argc, char** argv) {
       ("json", "print the daemon's answer line as is")                            //
       ("force", "weights/switch: apply even while a rollout runs")                //
       ("full", "rollout promote: straight to 100 %")                              //
+      ("adopt", "weights, fleet mode: make this node's definition the fleet's")    //
       ("watch,w", "status: redraw in place every interval (1 s) until Ctrl-C")     //
       ("follow,f", "events: keep printing new events until Ctrl-C")               //
       ("since", po::value<uint64_t>(), "events: from this sequence number on")    //
@@ -364,6 +367,7 @@ int main(int argc, char** argv) {
   flags.undo = vm.count("undo") > 0;
   flags.unload = vm.count("unload") > 0;
   flags.full = vm.count("full") > 0;
+  flags.adopt = vm.count("adopt") > 0;
   flags.watch = vm.count("watch") > 0;
   flags.follow = vm.count("follow") > 0;
   if (vm.count("since")) flags.since = vm["since"].as<uint64_t>();

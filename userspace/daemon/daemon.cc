@@ -346,6 +346,9 @@ std::vector<uint32_t> Daemon::requested_switch(const Service& s, const protocol:
 
 json Daemon::weights(const protocol::WeightsRequest& r) {
   Service& s = service_named(r.service);
+  if (r.adopt)
+    throw ProtocolError(ErrorCode::BadRequest, "--adopt is for a node of a fleet (a cluster: section); this node "
+                                               "is alone, its definition is the only one");
   apply_weights(s, requested_weights(s, r));
   return service_status(s);
 }

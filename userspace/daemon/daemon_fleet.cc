@@ -268,14 +268,21 @@ bool Daemon::fleet_request(const protocol::Request& request, const std::function
       request);
   if (!name) return false;
   Service& s = service_named(*name);
-  if (const auto it = fleet_->diverged.find(s.config.name); it != fleet_->diverged.end())
+  const auto* weights = std::get_if<protocol::WeightsRequest>(&request);
+  const bool adopt = weights && weights->adopt;
+  if (const auto it = fleet_->diverged.find(s.config.name); it != fleet_->diverged.end() && !adopt)
     throw ProtocolError(ErrorCode::Refused, "service \"" + s.config.name +
                                                 "\": this node's definition differs from the fleet's, it writes and "
-                                                "applies nothing for it: " + it->second);
+                                                "applies nothing for it: " + it->second +
+                                                " (veerctl weights --adopt makes this node's definition the fleet's)");
+  if (adopt) change.cause = "weights, adopting " + fleet_->fences.at(s.config.name).definition();
+  // --adopt: the next version carries this node's definition, built from this node's table (the current
+  // one was built for the old variants and backends); nodes of the old definition then apply nothing.
   auto make = [svc = s.config, definition = fleet_->fences.at(s.config.name).definition(),
-               seed = config_.node.hash_seed, base = fleet_base_table(s), change, writer = fleet_->cluster.node_name](
-                  const std::optional<fleet::TableVersion>& current) {
-    return fleet::next_table_version(current, base, svc, definition, seed, change, writer, unix_ms());
+               seed = config_.node.hash_seed, base = fleet_base_table(s), change, writer = fleet_->cluster.node_name,
+               adopt](const std::optional<fleet::TableVersion>& current) {
+    return adopt ? fleet::adopted_table_version(current, base, svc, definition, seed, change, writer, unix_ms())
+                 : fleet::next_table_version(current, base, svc, definition, seed, change, writer, unix_ms());
   };
   const std::string service = s.config.name;
   fleet_->member->propose(service, make, [this, service, done](etcd::ProposeResult r) {
@@ -346,7 +353,7 @@ struct DecisionWriter {
                           bool reset = false) const {
     etcd::Writes w;
     fleet::FleetTotals totals;
-    if (cur.rollout && !reset) totals = cur.rollout->totals;
+    if (cur.rollout && !reset && cur.rollout->definition == definition) totals = cur.rollout->totals;
     if (added && svc.rollout && svc.rollout->strategy == RolloutStrategy::Ab) totals.add(*added);
     if (d.weights_bp || d.new_stable) {
       fleet::TableChange change;
@@ -535,7 +542,9 @@ void Daemon::fleet_rollout_command(const protocol::RolloutRequest& req, const st
   auto refused = std::make_shared<std::string>();  // a command the rollout's phase does not allow
   auto make = [write = DecisionWriter{s.config, fleet_->fences.at(name).definition(), config_.node.hash_seed,
                                              fleet_base_table(s), fleet_->cluster.node_name}, req, refused](const etcd::ServiceRecords& cur) {
-    RolloutEngine engine = cur.rollout ? RolloutEngine(write.svc, cur.rollout->state) : RolloutEngine(write.svc);
+    // A record of another definition (before a weights --adopt) is not this rollout's: start from Idle.
+    const bool ours = cur.rollout && cur.rollout->definition == write.definition;
+    RolloutEngine engine = ours ? RolloutEngine(write.svc, cur.rollout->state) : RolloutEngine(write.svc);
     const Millis now{unix_ms()};
     Decision d;
     try {

@@ -246,6 +246,20 @@ TEST(FleetVersionFence, ARestartedNodeResumesFromItsPinnedVersion) {
   EXPECT_EQ(fence.consider(version_n(13, backends)).verdict, FenceVerdict::Apply);
 }
 
+TEST(FleetVersionFence, ANodeRestartedOnANewConfigIsToldTheVersionItHoldsIsNotItsDefinition) {
+  const auto backends = backends_of(2, 1);
+  // It applied 12 under the old definition, then came back with another config: the fleet is at 12, of the
+  // old definition, which this node's service no longer is (never "applied already": that would hide it).
+  const VersionFence fence("ranker", "fedcba9876543210", 12);
+  const FenceDecision held = fence.consider(version_n(12, backends));
+  EXPECT_EQ(held.verdict, FenceVerdict::DefinitionMismatch);
+  EXPECT_NE(held.reason.find("config changed"), std::string::npos) << held.reason;
+  // Older versions stay ignored (a replay after the new definition was adopted names nothing new), and the
+  // adopted version of its definition applies.
+  EXPECT_EQ(fence.consider(version_n(11, backends)).verdict, FenceVerdict::Older);
+  EXPECT_EQ(fence.consider(version_n(13, backends, "fedcba9876543210")).verdict, FenceVerdict::Apply);
+}
+
 TEST(FleetVersionFence, AnotherDefinitionOrServiceAppliesNothing) {
   const auto backends = backends_of(2, 1);
   VersionFence fence("ranker", kDefinition);

@@ -118,5 +118,49 @@ TEST(FleetTableChange, ChangesThatDoNotFitTheServiceAreRefused) {
   EXPECT_THROW(f.next(other, {std::nullopt, std::nullopt, {}, "weights"}), std::invalid_argument);
 }
 
+TEST(FleetTableChange, AdoptingANewDefinitionNumbersOnAndBuildsFromTheWritersTable) {
+  Fixture f;
+  const TableVersion v1 = f.next(std::nullopt, {std::vector<uint32_t>{9000, 0, 1000}, std::nullopt, {}, "weights"});
+  const TableVersion v2 = f.next(v1, {std::vector<uint32_t>{8000, 0, 2000}, std::nullopt, {}, "weights"});
+  // Every node's config changed: canary lost a backend. Version 2 no longer fits (its table names canary's
+  // second backend), so a normal change on the new definition cannot be built from it.
+  std::string text = kConfig;
+  text.replace(text.find(", \"10.1.3.3:8080\""), std::string(", \"10.1.3.3:8080\"").size(), "");
+  const Config changed = parse_config(text, "fleet.yaml");
+  const ServiceConfig& svc = changed.services.at(0);
+  const std::string definition = definition_digest(svc, kSeed);
+  ASSERT_NE(definition, f.definition);
+  const BaseTable base{build_table({8000, 0, 2000}, 0, variant_backends(svc), kSeed), 0, {{}, {}, {}}};
+  const TableChange change{std::vector<uint32_t>{7000, 0, 3000}, std::nullopt, {}, "weights, adopting"};
+  const TableVersion v3 = adopted_table_version(v2, base, svc, definition, kSeed, change, "node-2", 1765000000001);
+  EXPECT_EQ(v3.version, 3u);  // the fleet's numbering goes on: no node applies it as old
+  EXPECT_EQ(v3.definition, definition);
+  EXPECT_EQ(v3.weights_bp, (std::vector<uint32_t>{7000, 0, 3000}));
+  EXPECT_EQ(v3.writer, "node-2");
+  // Every node of the new definition builds it; a node of the old one is told it differs.
+  EXPECT_NO_THROW(build_table_from_version(v3, variant_backends(svc), kSeed));
+  VersionFence old_node("ranker", f.definition);
+  EXPECT_EQ(old_node.consider(v3).verdict, FenceVerdict::DefinitionMismatch);
+  const VersionFence new_node("ranker", definition, v2.version);  // it applied 2 before its restart (state.json)
+  EXPECT_FALSE(new_node.consider(v2).apply());
+  EXPECT_TRUE(new_node.consider(v3).apply());
+  // From the base table: only the 1,000 slots the change needs moved (blue to canary).
+  const SlotTable t3 = build_table_from_version(v3, variant_backends(svc), kSeed);
+  size_t moved = 0;
+  for (size_t i = 0; i < VEER_SLOTS; ++i) moved += t3.slots[i].variant != base.table.slots[i].variant;
+  EXPECT_EQ(moved, 1000u);
+  // Adopting what the fleet already has is a normal change: from the current version's table.
+  const TableVersion again = adopted_table_version(v3, base, svc, definition, kSeed,
+                                                   {std::vector<uint32_t>{7000, 0, 3000}, std::nullopt, {}, "w"},
+                                                   "node-1", 1765000000002);
+  EXPECT_EQ(again.version, 4u);
+  const SlotTable t4 = build_table_from_version(again, variant_backends(svc), kSeed);
+  for (size_t i = 0; i < VEER_SLOTS; ++i) EXPECT_EQ(t4.slots[i].variant, t3.slots[i].variant) << i;
+  // Another service's version is refused.
+  TableVersion other = v2;
+  other.service = "scorer";
+  EXPECT_THROW(adopted_table_version(other, base, svc, definition, kSeed, change, "node-2", 0), std::invalid_argument);
+}
+
 }  // namespace
 }  // namespace veer::fleet

@@ -175,6 +175,7 @@ Request parse_request(std::string_view line) {
       r.weights_bp[it.key()] = weight_value(it.key(), it.value());
     }
     r.force = optional_bool(req, "force");
+    r.adopt = optional_bool(req, "adopt");
     return r;
   }
   if (cmd == "switch") {
@@ -281,6 +282,7 @@ json to_json(const Request& request) {
                    for (const auto& [variant, bp] : r.weights_bp) w[variant] = format_weight(bp);
                    j["weights"] = w;
                    j["force"] = r.force;
+                   if (r.adopt) j["adopt"] = true;
                  },
                  [&](const SwitchRequest& r) {
                    j["service"] = r.service;

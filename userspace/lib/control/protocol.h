@@ -54,6 +54,9 @@ struct WeightsRequest {
   std::string service;
   std::map<std::string, uint32_t> weights_bp;  // variant -> basis points (as sent; not yet summed)
   bool force = false;
+  // Fleet mode: make this node's definition of the service the fleet's (the next version is built from
+  // this node's table, with its definition); a node of the fleet's definition makes a normal change.
+  bool adopt = false;
 };
 struct SwitchRequest {
   std::string service;

@@ -12,23 +12,22 @@ VariantBackends variant_backends(const ServiceConfig& svc) {
   return out;
 }
 
-TableVersion next_table_version(const std::optional<TableVersion>& current, const BaseTable& base,
-                                const ServiceConfig& svc, const std::string& definition, uint32_t seed,
-                                const TableChange& change, const std::string& writer, int64_t at_ms) {
+namespace {
+
+// The next table of SVC with CHANGE applied, numbered VERSION, from CURRENT's table (the minimal-change
+// rebalance) or, without CURRENT, from BASE.
+TableVersion derive_table_version(uint64_t version, const TableVersion* current, const BaseTable& base,
+                                  const ServiceConfig& svc, const std::string& definition, uint32_t seed,
+                                  const TableChange& change, const std::string& writer, int64_t at_ms) {
   const size_t n = svc.variants.size();
   const VariantBackends backends = variant_backends(svc);
   SlotTable from;
   unsigned stable = 0;
   std::vector<std::vector<uint8_t>> draining;
-  uint64_t version = 1;
   if (current) {
-    if (current->service != svc.name)
-      throw std::invalid_argument("the current version is of service '" + current->service + "', not '" +
-                                  svc.name + "'");
     from = build_table_from_version(*current, backends, seed);  // checks that it fits this definition
     stable = current->stable;
     draining = current->draining;
-    version = current->version + 1;
   } else {
     from = base.table;
     stable = base.stable;
@@ -61,6 +60,31 @@ TableVersion next_table_version(const std::optional<TableVersion>& current, cons
   const SlotTable next = rebalance(from, weights, stable, with_drains, seed);
   return make_table_version(version, svc.name, definition, next, stable, weights, std::move(draining), change.cause,
                             writer, at_ms);
+}
+
+void check_service(const std::optional<TableVersion>& current, const ServiceConfig& svc) {
+  if (current && current->service != svc.name)
+    throw std::invalid_argument("the current version is of service '" + current->service + "', not '" + svc.name +
+                                "'");
+}
+
+}  // namespace
+
+TableVersion next_table_version(const std::optional<TableVersion>& current, const BaseTable& base,
+                                const ServiceConfig& svc, const std::string& definition, uint32_t seed,
+                                const TableChange& change, const std::string& writer, int64_t at_ms) {
+  check_service(current, svc);
+  return derive_table_version(current ? current->version + 1 : 1, current ? &*current : nullptr, base, svc,
+                              definition, seed, change, writer, at_ms);
+}
+
+TableVersion adopted_table_version(const std::optional<TableVersion>& current, const BaseTable& base,
+                                   const ServiceConfig& svc, const std::string& definition, uint32_t seed,
+                                   const TableChange& change, const std::string& writer, int64_t at_ms) {
+  check_service(current, svc);
+  const bool same = current && current->definition == definition;
+  return derive_table_version(current ? current->version + 1 : 1, same ? &*current : nullptr, base, svc, definition,
+                              seed, change, writer, at_ms);
 }
 
 }  // namespace veer::fleet

@@ -55,4 +55,13 @@ TableVersion next_table_version(const std::optional<TableVersion>& current, cons
                                 const ServiceConfig& svc, const std::string& definition, uint32_t seed,
                                 const TableChange& change, const std::string& writer, int64_t at_ms);
 
+// The version that makes DEFINITION the fleet's (veerctl weights --adopt on a
+// node whose definition differs from the current version's): CURRENT's
+// successor number, but the table derived from BASE (this node's table; the
+// current one was built for other variants or backends and may not fit).
+// With CURRENT of DEFINITION already, the same as next_table_version.
+TableVersion adopted_table_version(const std::optional<TableVersion>& current, const BaseTable& base,
+                                   const ServiceConfig& svc, const std::string& definition, uint32_t seed,
+                                   const TableChange& change, const std::string& writer, int64_t at_ms);
+
 }  // namespace veer::fleet

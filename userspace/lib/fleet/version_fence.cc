@@ -21,6 +21,11 @@ VersionFence::VersionFence(std::string service, std::string definition, uint64_t
 FenceDecision VersionFence::consider(const TableVersion& v) const {
   const std::string which = "version " + std::to_string(v.version) + " of '" + v.service + "'";
   if (v.service != service_) return {FenceVerdict::OtherService, which + " is not for '" + service_ + "'"};
+  // The version this node holds, of another definition: the node's config changed since it applied it (a
+  // restart on a new config): what the fleet is at is not this node's service any more.
+  if (v.version == applied_ && v.definition != definition_)
+    return {FenceVerdict::DefinitionMismatch, which + " (applied before this node's config changed) was built for "
+                                                  "definition " + v.definition + ", this node's is " + definition_};
   if (v.version == applied_) return {FenceVerdict::AlreadyApplied, which + " is applied already"};
   if (v.version < applied_)
     return {FenceVerdict::Older, which + " is older than the applied " + std::to_string(applied_) + ": ignored"};
