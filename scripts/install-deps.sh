@@ -13,6 +13,7 @@ PACKAGES=(
   # libraries (see README "Libraries")
   libyaml-cpp-dev nlohmann-json3-dev libboost-dev libboost-program-options-dev
   libspdlog-dev libfmt-dev libsystemd-dev
+  libssl-dev                      # TLS to etcd (cluster.tls), PEM checks of the config
   # tests
   libgtest-dev googletest
   # testbed and e2e
@@ -30,6 +31,7 @@ PACKAGES=(
   # the fleet mode (issue 11): etcd 3.4, started by the tests on loopback with its data in a temporary
   # folder, and etcdctl to look at what veer wrote
   etcd-server etcd-client
+  openssl                         # the etcd TLS tests make their CA and certificates with it
 )
 # Packages whose postinst would start a system-wide service listening on the host (port 80, etcd's 2379
 # etc.): bench/race runs them only inside its own network namespaces, the fleet tests their own etcd.

@@ -1,7 +1,9 @@
 // A real etcd 3.4 (Debian's etcd-server) of one or more members on loopback,
 // its data in a temporary folder, killed with the process that started it
 // (PR_SET_PDEATHSIG) and removed by the destructor. Used by the etcd tests
-// and by bench/fleet; no test framework needed.
+// and by bench/fleet; no test framework needed. With EtcdTls::On its client
+// URLs are https:// with certificates it makes (test_pki.h) and it requires a
+// client certificate of its CA (--client-cert-auth); peers stay http.
 #pragma once
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -16,6 +18,8 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "test_pki.h"
 
 namespace veer::etcd {
 
@@ -33,14 +37,18 @@ inline int free_port() {
   return port;
 }
 
+enum class EtcdTls { Off, On };
+
 class EtcdCluster {
  public:
-  explicit EtcdCluster(size_t members = 1) {
+  explicit EtcdCluster(size_t members = 1, EtcdTls tls = EtcdTls::Off) {
     char tmpl[] = "/tmp/veer-etcd-XXXXXX";
     if (!::mkdtemp(tmpl)) throw std::runtime_error("mkdtemp");
     dir_ = tmpl;
+    if (tls == EtcdTls::On) pki_ = test::make_test_pki(dir_);
+    const std::string scheme = tls == EtcdTls::On ? "https://" : "http://";
     for (size_t i = 0; i < members; ++i) {
-      urls_.push_back("http://127.0.0.1:" + std::to_string(free_port()));
+      urls_.push_back(scheme + "127.0.0.1:" + std::to_string(free_port()));
       peers_.push_back("http://127.0.0.1:" + std::to_string(free_port()));
       initial_ += (i ? "," : "") + name(i) + "=" + peers_[i];
     }
@@ -57,6 +65,8 @@ class EtcdCluster {
 
   const std::string& url(size_t member = 0) const { return urls_.at(member); }
   const std::vector<std::string>& urls() const { return urls_; }
+  // EtcdTls::On: the certificates etcd serves and trusts (else empty paths).
+  const test::TestPki& pki() const { return pki_; }
 
   void kill(size_t member = 0) {
     if (pids_.at(member) > 0) {
@@ -75,10 +85,13 @@ class EtcdCluster {
   static std::string name(size_t i) { return "m" + std::to_string(i); }
 
   void launch(size_t i) {
-    const std::vector<std::string> args = {
+    std::vector<std::string> args = {
         "etcd", "--name", name(i), "--data-dir", dir_ + "/" + name(i), "--listen-client-urls", urls_[i],
         "--advertise-client-urls", urls_[i], "--listen-peer-urls", peers_[i], "--initial-advertise-peer-urls",
         peers_[i], "--initial-cluster", initial_, "--log-level", "error"};
+    if (!pki_.ca.empty())
+      args.insert(args.end(), {"--cert-file", pki_.server_cert, "--key-file", pki_.server_key, "--trusted-ca-file",
+                               pki_.ca, "--client-cert-auth"});
     const pid_t pid = ::fork();
     if (pid < 0) throw std::runtime_error("fork");
     if (pid == 0) {
@@ -95,6 +108,7 @@ class EtcdCluster {
   }
 
   std::string dir_;
+  test::TestPki pki_;
   std::vector<std::string> urls_, peers_;
   std::string initial_;
   std::vector<pid_t> pids_;

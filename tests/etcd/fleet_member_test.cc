@@ -18,6 +18,7 @@
 #include "fleet/version_fence.h"
 #include "net_test_support.h"
 #include "veer/fleet_member.h"
+#include "veer/tls.h"
 
 namespace veer::etcd {
 namespace {
@@ -38,7 +39,7 @@ constexpr uint32_t kSeed = 0x5eed;
 // One node: its member and what it applied, through its own fence.
 struct SimNode {
   SimNode(net::test::IoThread& io, const std::string& endpoint, const std::string& name,
-          std::chrono::milliseconds leader_poll = 250ms)
+          std::chrono::milliseconds leader_poll = 250ms, ClientOptions client_options = {})
       : config(parse_config(kConfig, "fleet.yaml")),
         definition(fleet::definition_digest(config.services.at(0), kSeed)),
         fence("ranker", definition) {
@@ -58,12 +59,16 @@ struct SimNode {
       std::lock_guard lock(mu);
       leader = l;
     };
+    cb.on_connection = [this](bool up, const std::string&) {
+      std::lock_guard lock(mu);
+      connections += up;
+    };
     MemberOptions options;
     options.leader_poll = leader_poll;
     options.node = name;
     options.lease_ttl_seconds = 2;
     options.retry = 200ms;
-    member = std::make_shared<FleetMember>(io.io, std::vector<std::string>{endpoint}, options, cb);
+    member = std::make_shared<FleetMember>(io.io, std::vector<std::string>{endpoint}, options, cb, client_options);
     io.run([this] { member->start(); });
   }
   uint64_t applied_version() {
@@ -86,14 +91,21 @@ struct SimNode {
   std::vector<uint64_t> applied;
   std::vector<std::string> bad;
   size_t delivered = 0;
+  size_t connections = 0;  // times the catch-up read and watch came up
   LeaderView leader;
   std::shared_ptr<FleetMember> member;
 };
 
 class FleetMemberTest : public ::testing::Test {
  protected:
+  // EtcdTls::On: etcd serves https:// and requires a client certificate; every client here presents the tests' one.
+  explicit FleetMemberTest(EtcdTls tls = EtcdTls::Off) : server_(1, tls) {
+    const auto& pki = server_.pki();
+    if (tls == EtcdTls::On)
+      client_options_.tls = net::make_tls_client(net::TlsConfig{pki.ca, pki.client_cert, pki.client_key, ""});
+  }
   void SetUp() override {
-    Client probe(io_.io, {server_.url()});
+    Client probe(io_.io, {server_.url()}, client_options_);
     for (int i = 0; i < 100; ++i) {
       if (wait_call<RangeAnswer>(io_, [&](auto cb) { probe.range("ready", false, cb); }).first.ok) return;
       std::this_thread::sleep_for(100ms);
@@ -109,7 +121,7 @@ class FleetMemberTest : public ::testing::Test {
     }
   }
   SimNode& add_node(const std::string& name, std::chrono::milliseconds leader_poll = 250ms) {
-    nodes_.push_back(std::make_unique<SimNode>(io_, server_.url(), name, leader_poll));
+    nodes_.push_back(std::make_unique<SimNode>(io_, server_.url(), name, leader_poll, client_options_));
     return *nodes_.back();
   }
   // weights {100 - canary, canary} as the next version, proposed by NODE.
@@ -136,7 +148,7 @@ class FleetMemberTest : public ::testing::Test {
     return false;
   }
   std::pair<Status, RangeAnswer> range(const std::string& key, bool prefix = false) {
-    Client c(io_.io, {server_.url()});
+    Client c(io_.io, {server_.url()}, client_options_);
     return wait_call<RangeAnswer>(io_, [&](auto cb) { c.range(key, prefix, cb); });
   }
   // The node among NODES that leads (all agreeing on its name), within WITHIN.
@@ -179,18 +191,54 @@ class FleetMemberTest : public ::testing::Test {
     }).second;
   }
   Status revoke(int64_t lease) {
-    Client c(io_.io, {server_.url()});
+    Client c(io_.io, {server_.url()}, client_options_);
     return wait_call<Header>(io_, [&](auto cb) { c.lease_revoke(lease, cb); }).first;
   }
   Status put(const std::string& key, const std::string& value) {
-    Client c(io_.io, {server_.url()});
+    Client c(io_.io, {server_.url()}, client_options_);
     return wait_call<Header>(io_, [&](auto cb) { c.put(key, value, 0, cb); }).first;
   }
 
   EtcdCluster server_;  // one member
+  ClientOptions client_options_;
   net::test::IoThread io_;
   std::vector<std::unique_ptr<SimNode>> nodes_;
 };
+
+class FleetMemberOverTlsTest : public FleetMemberTest {
+ protected:
+  FleetMemberOverTlsTest() : FleetMemberTest(EtcdTls::On) {}
+};
+
+// The whole path over https:// with a client certificate: the catch-up range,
+// the proposals' txns, the lease's grant and keepalives, the leader's txn and
+// the watch stream (each version after the first connection arrives by it).
+TEST_F(FleetMemberOverTlsTest, MembersElectApplyAndWatchVersionsAndKeepTheirLeases) {
+  ASSERT_EQ(server_.url().rfind("https://", 0), 0u) << server_.url();
+  SimNode& a = add_node("node-1");
+  SimNode& b = add_node("node-2");
+  ASSERT_TRUE(leader_of({&a, &b})) << "no single leader over TLS";
+  io_.run([&] { a.member->publish("{\"seq\": 1}"); });
+  const ProposeResult r1 = set_canary(a, 500);
+  ASSERT_TRUE(r1.ok) << r1.error;
+  ASSERT_TRUE(all_at(1));
+  const ProposeResult r2 = set_canary(b, 1000);
+  ASSERT_TRUE(r2.ok) << r2.error;
+  ASSERT_TRUE(all_at(2));
+  EXPECT_EQ(a.applied_list(), (std::vector<uint64_t>{1, 2}));
+  EXPECT_EQ(b.applied_list(), (std::vector<uint64_t>{1, 2}));
+  // Keepalives hold the report past the TTL (2 s).
+  std::this_thread::sleep_for(3s);
+  const auto [s, report] = range("/veer/nodes/node-1");
+  ASSERT_TRUE(s.ok) << s.error;
+  ASSERT_EQ(report.kvs.size(), 1u);
+  EXPECT_EQ(report.kvs[0].lease, a.member->lease());
+  for (SimNode* n : {&a, &b}) {
+    std::lock_guard lock(n->mu);
+    EXPECT_EQ(n->connections, 1u) << "the watch never broke: the versions came by it";
+    EXPECT_TRUE(n->bad.empty());
+  }
+}
 
 TEST_F(FleetMemberTest, AVersionWrittenFromAnyNodeIsAppliedByEveryNodeInOrder) {
   SimNode& a = add_node("node-1");

@@ -1,13 +1,15 @@
 // Config parsing and validation (SPEC §4): a good file is read whole with the
 // right values; each kind of bad file is refused with its line and reason.
 #include <gtest/gtest.h>
-
+#include <stdlib.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 
 #include "config/config.h"
+#include "test_pki.h"  // tests/etcd: the PEM files of the TLS tests
 
 namespace veer {
 namespace {
@@ -373,9 +375,11 @@ TEST(Config, RefusesBadClusterValues) {
   EXPECT_REFUSED(with_cluster("  node_name: a\n"), 10, "cluster.endpoints is required");
   EXPECT_REFUSED(with_cluster("  endpoints: []\n"), 11, "list of 1 to 16 etcd endpoints");
   EXPECT_REFUSED(with_cluster("  endpoints: http://127.0.0.1:2379\n"), 11, "list of 1 to 16 etcd endpoints");
-  EXPECT_REFUSED(with_cluster("  endpoints: [\"https://127.0.0.1:2379\"]\n"), 11, "https is not supported yet");
+  EXPECT_REFUSED(with_cluster("  endpoints: [\"https://127.0.0.1:2379\"]\n"), 11,
+                 "cluster.endpoints are https:// but cluster.tls is missing");
   EXPECT_REFUSED(with_cluster("  endpoints: [\"127.0.0.1:2379\"]\n"), 11, "is not http://HOST:PORT");
   EXPECT_REFUSED(with_cluster("  endpoints: [\"http://127.0.0.1\"]\n"), 11, "is not http://HOST:PORT");
+  EXPECT_REFUSED(with_cluster("  endpoints: [\"https://127.0.0.1\"]\n"), 11, "or https://HOST:PORT");
   EXPECT_REFUSED(with_cluster("  endpoints: [\"http://a:1\", \"http://a:1\"]\n"), 11, "listed twice");
   EXPECT_REFUSED(with_cluster(ep + "  node_name: \"lb 1\"\n"), 12, "cluster.node_name must be");
   EXPECT_REFUSED(with_cluster(ep + "  node_name: " + std::string(64, 'a') + "\n"), 12, "1 to 63 characters");
@@ -387,8 +391,79 @@ TEST(Config, RefusesBadClusterValues) {
   EXPECT_REFUSED(with_cluster(ep + "  lease_ttl: 1s\n"), 12, "between 2s and 10m");
   EXPECT_REFUSED(with_cluster(ep + "  lease_ttl: 2500ms\n"), 12, "whole seconds");
   EXPECT_REFUSED(with_cluster(ep + "  min_nodes: -1\n"), 12, "cluster.min_nodes must be an integer");
-  EXPECT_REFUSED(with_cluster(ep + "  tls: {ca: /x}\n"), 12, "unknown key 'tls' in cluster");
+  EXPECT_REFUSED(with_cluster(ep + "  tls: {ca: /x}\n"), 12, "cluster.tls.ca: cannot read '/x': No such file");
   EXPECT_REFUSED(with_cluster("  - http://127.0.0.1:2379\n"), 11, "cluster must be a mapping");
+}
+
+// cluster.tls against real PEM files (made by openssl, as the etcd tests' are).
+class ClusterTlsSection : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    char tmpl[] = "/tmp/veer-config-tls-XXXXXX";
+    ASSERT_TRUE(::mkdtemp(tmpl));
+    dir_ = tmpl;
+    pki_ = test::make_test_pki(dir_);
+    std::ofstream(dir_ + "/not-pem.txt") << "hello\n";
+  }
+  static void TearDownTestSuite() { std::filesystem::remove_all(dir_); }
+  static std::string tls_cluster(const std::string& tls) {
+    return with_cluster("  endpoints: [\"https://10.9.0.1:2379\", \"https://etcd-2:2379\"]\n  tls:\n" + tls);
+  }
+  static inline std::string dir_;
+  static inline test::TestPki pki_;
+};
+
+TEST_F(ClusterTlsSection, HttpsEndpointsWithACaAndAClientCertificateParse) {
+  const Config c = parse_config(tls_cluster("    ca: " + pki_.ca + "\n    cert: " + pki_.client_cert +
+                                            "\n    key: " + pki_.client_key + "\n    server_name: etcd.internal\n"),
+                                "veer.yaml");
+  ASSERT_TRUE(c.cluster && c.cluster->tls);
+  EXPECT_EQ(c.cluster->endpoints, (std::vector<std::string>{"https://10.9.0.1:2379", "https://etcd-2:2379"}));
+  EXPECT_EQ(c.cluster->tls->ca, pki_.ca);
+  EXPECT_EQ(c.cluster->tls->cert, pki_.client_cert);
+  EXPECT_EQ(c.cluster->tls->key, pki_.client_key);
+  EXPECT_EQ(c.cluster->tls->server_name, "etcd.internal");
+
+  const Config ca_only = parse_config(tls_cluster("    ca: " + pki_.ca + "\n"), "veer.yaml");
+  ASSERT_TRUE(ca_only.cluster->tls);
+  EXPECT_TRUE(ca_only.cluster->tls->cert.empty());
+  EXPECT_TRUE(ca_only.cluster->tls->server_name.empty()) << "default: each endpoint's host";
+  EXPECT_FALSE(parse_config(with_cluster("  endpoints: [\"http://127.0.0.1:2379\"]\n"), "veer.yaml").cluster->tls);
+}
+
+TEST_F(ClusterTlsSection, SchemesMustAgreeWithTlsAndEachOther) {
+  const std::string ca = "    ca: " + pki_.ca + "\n";
+  EXPECT_REFUSED(with_cluster("  endpoints: [\"https://a:1\", \"http://b:1\"]\n  tls:\n" + ca), 11,
+                 "'http://b:1' and 'https://a:1' mix http and https");
+  EXPECT_REFUSED(with_cluster("  endpoints: [\"http://a:1\", \"https://b:1\"]\n"), 11, "mix http and https");
+  EXPECT_REFUSED(with_cluster("  endpoints: [\"http://a:1\"]\n  tls:\n" + ca), 12,
+                 "cluster.tls is set but cluster.endpoints are http://");
+  EXPECT_REFUSED(with_cluster("  tls:\n" + ca + "  endpoints: [\"http://a:1\"]\n"), 11,
+                 "TLS to etcd needs https:// endpoints");
+}
+
+TEST_F(ClusterTlsSection, FilesThatCannotBeUsedRefuseTheConfigWithTheReason) {
+  const std::string ca = "    ca: " + pki_.ca + "\n";
+  EXPECT_REFUSED(tls_cluster("    cert: " + pki_.client_cert + "\n    key: " + pki_.client_key + "\n"), 12,
+                 "cluster.tls.ca is required");
+  EXPECT_REFUSED(tls_cluster(ca + "    cert: " + pki_.client_cert + "\n"), 14,
+                 "cluster.tls.cert and cluster.tls.key go together");
+  EXPECT_REFUSED(tls_cluster(ca + "    key: " + pki_.client_key + "\n"), 14, "set both or neither");
+  EXPECT_REFUSED(tls_cluster("    ca: /nonexistent/ca.pem\n"), 13,
+                 "cluster.tls.ca: cannot read '/nonexistent/ca.pem': No such file or directory");
+  EXPECT_REFUSED(tls_cluster("    ca: " + dir_ + "\n"), 13, "cluster.tls.ca: cannot read '" + dir_ + "': Is a directory");
+  EXPECT_REFUSED(tls_cluster("    ca: ca.pem\n"), 13, "cluster.tls.ca must be an absolute path, got 'ca.pem'");
+  EXPECT_REFUSED(tls_cluster("    ca: " + dir_ + "/not-pem.txt\n"), 13, "holds no PEM certificate");
+  EXPECT_REFUSED(tls_cluster(ca + "    cert: " + pki_.client_key + "\n    key: " + pki_.client_key + "\n"), 14,
+                 "cluster.tls.cert: '" + pki_.client_key + "' holds no PEM certificate");
+  EXPECT_REFUSED(tls_cluster(ca + "    cert: " + pki_.client_cert + "\n    key: " + pki_.client_cert + "\n"), 15,
+                 "holds no PEM private key");
+  EXPECT_REFUSED(tls_cluster(ca + "    cert: " + pki_.client_cert + "\n    key: " + pki_.server_key + "\n"), 15,
+                 "is not the key of the certificate '" + pki_.client_cert + "'");
+  EXPECT_REFUSED(tls_cluster(ca + "    server_name: \"a b\"\n"), 14, "cluster.tls.server_name must be");
+  EXPECT_REFUSED(tls_cluster(ca + "    sni: x\n"), 14, "unknown key 'sni' in cluster.tls");
+  EXPECT_REFUSED(with_cluster("  endpoints: [\"https://a:1\"]\n  tls: " + pki_.ca + "\n"), 12,
+                 "cluster.tls must be a mapping");
 }
 
 TEST(Config, RefusesBadServiceValues) {

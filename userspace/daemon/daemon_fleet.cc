@@ -32,6 +32,7 @@
 #include "service_text.h"
 #include "unix_time.h"
 #include "veer/fleet_member.h"
+#include "veer/tls.h"
 
 namespace veer {
 
@@ -55,6 +56,7 @@ std::string new_epoch() {
 
 struct Daemon::Fleet {
   ClusterConfig cluster;
+  std::shared_ptr<const net::TlsClient> tls;  // cluster.tls's context; null for http:// endpoints
   std::shared_ptr<etcd::FleetMember> member;
   std::map<std::string, fleet::VersionFence> fences;  // by service
   std::map<std::string, std::string> diverged;        // service -> why it applies nothing
@@ -96,6 +98,13 @@ void Daemon::fleet_setup() {
   if (!config_.cluster) return;
   fleet_.reset(new Fleet());
   fleet_->cluster = *config_.cluster;
+  if (const auto& t = fleet_->cluster.tls) {
+    try {
+      fleet_->tls = net::make_tls_client(net::TlsConfig{t->ca, t->cert, t->key, t->server_name});
+    } catch (const net::TlsSetupError& e) {
+      throw std::runtime_error(std::string("cluster.tls: ") + e.what());
+    }
+  }
   for (const auto& s : services_) {
     if (s.rt->engine && s.rt->engine->active())
       throw std::runtime_error("service " + s.config.name + ": a rollout of this node alone is " +
@@ -112,8 +121,8 @@ void Daemon::fleet_setup() {
     if (s.config.rollout)
       fleet_->report_every = std::min(fleet_->report_every, std::max(std::chrono::milliseconds(250),
                                                                      s.config.rollout->interval / 4));
-  spdlog::info("fleet: node {} of {} at {}", fleet_->cluster.node_name, fleet_->cluster.prefix,
-               fmt::join(fleet_->cluster.endpoints, ","));
+  spdlog::info("fleet: node {} of {} at {}{}", fleet_->cluster.node_name, fleet_->cluster.prefix,
+               fmt::join(fleet_->cluster.endpoints, ","), fleet_->tls ? " (TLS)" : "");
 }
 
 void Daemon::fleet_run(boost::asio::io_context& io) {
@@ -150,7 +159,10 @@ void Daemon::fleet_run(boost::asio::io_context& io) {
     record_event("", "fleet", std::string(connected ? "connected to etcd: " : "etcd unreachable (tables kept): ") + why,
                  {});
   };
-  fleet_->member = std::make_shared<etcd::FleetMember>(io, fleet_->cluster.endpoints, options, callbacks);
+  etcd::ClientOptions client_options;
+  client_options.tls = fleet_->tls;
+  fleet_->member = std::make_shared<etcd::FleetMember>(io, fleet_->cluster.endpoints, options, callbacks,
+                                                       client_options);
   fleet_->member->start();
   fleet_->report_timer = std::make_unique<boost::asio::steady_timer>(io);
   fleet_report();
@@ -720,6 +732,7 @@ json Daemon::fleet_status() const {
   return json{{"node", fleet_->cluster.node_name},
               {"prefix", fleet_->cluster.prefix},
               {"endpoints", fleet_->cluster.endpoints},
+              {"tls", fleet_->tls != nullptr},
               {"connected", fleet_->connected},
               {"connection", fleet_->connection},
               {"epoch", fleet_->epoch},

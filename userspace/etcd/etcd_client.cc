@@ -23,6 +23,7 @@ void Client::call(const std::string& path, std::string body, Raw done) {
   http.timeout = options_.timeout;
   http.max_body_bytes = options_.max_answer_bytes;
   http.accept = "application/json";
+  http.tls = options_.tls;
   // One endpoint after the other, from the preferred one, until one answers.
   auto next = std::make_shared<std::function<void()>>();
   *next = [io = &io_, path, body = std::move(body), done = std::move(done), attempt, http, next,

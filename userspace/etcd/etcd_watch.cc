@@ -8,6 +8,7 @@
 
 #include "fleet/encoding.h"
 #include "veer/host_port.h"
+#include "veer/tls.h"
 
 namespace veer::etcd {
 
@@ -89,7 +90,6 @@ class WatchOperation : public Watch, public std::enable_shared_from_this<WatchOp
         on_message_(std::move(on_message)),
         on_end_(std::move(on_end)),
         resolver_(io),
-        socket_(io),
         deadline_(io) {}
 
   void start() {
@@ -99,7 +99,14 @@ class WatchOperation : public Watch, public std::enable_shared_from_this<WatchOp
       asio::post(io_, [self = shared_from_this(), error] { self->end("bad endpoint '" + self->endpoint_ + "': " + error); });
       return;
     }
+    if (const auto refused = net::refuse_scheme(*url, options_.tls.get())) {
+      asio::post(io_, [self = shared_from_this(), error = *refused] {
+        self->end("bad endpoint '" + self->endpoint_ + "': " + error);
+      });
+      return;
+    }
     url_ = std::move(*url);
+    stream_.emplace(io_, url_.https ? options_.tls.get() : nullptr);
     deadline_.expires_after(options_.connect_timeout);
     deadline_.async_wait([self = shared_from_this()](error_code ec) {
       if (ec || self->done_ || self->streaming_) return;
@@ -110,7 +117,7 @@ class WatchOperation : public Watch, public std::enable_shared_from_this<WatchOp
                             [self = shared_from_this()](error_code ec, tcp::resolver::results_type results) {
                               if (self->done_) return;
                               if (ec) return self->end(self->endpoint_ + ": resolve: " + ec.message(), true);
-                              asio::async_connect(self->socket_, results, [self](error_code ec, const tcp::endpoint&) {
+                              asio::async_connect(self->stream_->socket(), results, [self](error_code ec, const tcp::endpoint&) {
                                 self->on_connect(ec);
                               });
                             });
@@ -122,6 +129,15 @@ class WatchOperation : public Watch, public std::enable_shared_from_this<WatchOp
   void on_connect(error_code ec) {
     if (done_) return;
     if (ec) return end(endpoint_ + ": connect: " + ec.message(), true);
+    if (!stream_->tls()) return send_request();
+    stream_->async_handshake(url_.authority.host, [self = shared_from_this()](error_code ec) {
+      if (self->done_) return;
+      if (ec) return self->end(self->endpoint_ + ": TLS handshake: " + self->stream_->describe(ec), true);
+      self->send_request();
+    });
+  }
+
+  void send_request() {
     request_.method(http::verb::post);
     request_.target(url_.target);
     request_.version(11);
@@ -130,19 +146,19 @@ class WatchOperation : public Watch, public std::enable_shared_from_this<WatchOp
     request_.set(http::field::content_type, "application/json");
     request_.body() = body_;
     request_.prepare_payload();
-    http::async_write(socket_, request_, [self = shared_from_this()](error_code ec, std::size_t) {
+    http::async_write(*stream_, request_, [self = shared_from_this()](error_code ec, std::size_t) {
       if (self->done_) return;
-      if (ec) return self->end(self->endpoint_ + ": sending the watch: " + ec.message(), true);
+      if (ec) return self->end(self->endpoint_ + ": sending the watch: " + self->io_error(ec), true);
       self->parser_.emplace();
       self->parser_->body_limit(boost::none);  // a stream: bounded per message instead
-      http::async_read_header(self->socket_, self->buffer_, *self->parser_,
+      http::async_read_header(*self->stream_, self->buffer_, *self->parser_,
                               [self](error_code ec, std::size_t) { self->on_header(ec); });
     });
   }
 
   void on_header(error_code ec) {
     if (done_) return;
-    if (ec) return end(endpoint_ + ": reading the watch answer: " + ec.message(), true);
+    if (ec) return end(endpoint_ + ": reading the watch answer: " + io_error(ec), true);
     if (parser_->get().result() != http::status::ok)
       return end(endpoint_ + ": watch: HTTP " + std::to_string(parser_->get().result_int()));
     streaming_ = true;
@@ -154,7 +170,7 @@ class WatchOperation : public Watch, public std::enable_shared_from_this<WatchOp
     parser_->get().body().data = chunk_;
     parser_->get().body().size = sizeof chunk_;
     // read_some: returns with what arrived (async_read would wait until the chunk buffer is full).
-    http::async_read_some(socket_, buffer_, *parser_, [self = shared_from_this()](error_code ec, std::size_t) {
+    http::async_read_some(*stream_, buffer_, *parser_, [self = shared_from_this()](error_code ec, std::size_t) {
       self->on_body(ec);
     });
   }
@@ -184,19 +200,20 @@ class WatchOperation : public Watch, public std::enable_shared_from_this<WatchOp
     }
     if (line_.size() > options_.max_message_bytes)
       return end(endpoint_ + ": a watch message larger than " + std::to_string(options_.max_message_bytes) + " bytes");
-    if (ec) return end(endpoint_ + ": watch stream: " + ec.message(), true);
+    if (ec) return end(endpoint_ + ": watch stream: " + io_error(ec), true);
     if (parser_->is_done()) return end(endpoint_ + ": the watch stream ended", true);
     read_more();
   }
 
+  // A read or write error's text; TLS's (an alert such as a refused client certificate) say so.
+  std::string io_error(error_code ec) { return net::is_tls_error(ec) ? "TLS: " + stream_->describe(ec) : ec.message(); }
+
   void end(std::string error, bool unreachable = false) {
     if (done_) return;
     done_ = true;
-    error_code ignored;
     deadline_.cancel();
     resolver_.cancel();
-    socket_.shutdown(tcp::socket::shutdown_both, ignored);
-    socket_.close(ignored);
+    if (stream_) stream_->close();
     auto on_end = std::move(on_end_);
     on_end_ = nullptr;
     on_message_ = nullptr;
@@ -211,7 +228,7 @@ class WatchOperation : public Watch, public std::enable_shared_from_this<WatchOp
   std::function<void(Status)> on_end_;
   net::HttpUrl url_;
   tcp::resolver resolver_;
-  tcp::socket socket_;
+  std::optional<net::ClientStream> stream_;  // made once the endpoint says plain or TLS
   asio::steady_timer deadline_;
   beast::flat_buffer buffer_;
   http::request<http::string_body> request_;

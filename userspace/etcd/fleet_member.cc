@@ -189,8 +189,10 @@ void FleetMember::watch_from(int64_t revision) {
   const auto& endpoints = client_.endpoints();
   const std::string endpoint = endpoints[watch_endpoint_ % endpoints.size()];
   auto self = shared_from_this();
+  WatchOptions watch_options;
+  watch_options.tls = client_.options().tls;
   watch_ = watch(
-      io_, endpoint, keys_.services_prefix(), true, revision, WatchOptions{},
+      io_, endpoint, keys_.services_prefix(), true, revision, watch_options,
       [self](const WatchMessage& m) {
         if (m.created) self->set_connected(true, "watching from the catch-up read");
         for (const auto& e : m.events)

@@ -91,17 +91,13 @@ std::optional<HttpUrl> parse_http_url(std::string_view url, std::string* error) 
     }
   const auto scheme_end = url.find("://");
   if (scheme_end == std::string_view::npos) {
-    fail(error, "URL must start with http://");
+    fail(error, "URL must start with http:// or https://");
     return std::nullopt;
   }
   std::string scheme(url.substr(0, scheme_end));
   for (auto& c : scheme) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  if (scheme == "https") {
-    fail(error, "https is not supported (only http://)");
-    return std::nullopt;
-  }
-  if (scheme != "http") {
-    fail(error, "scheme '" + scheme + "' is not supported (only http://)");
+  if (scheme != "http" && scheme != "https") {
+    fail(error, "scheme '" + scheme + "' is not supported (only http:// and https://)");
     return std::nullopt;
   }
   std::string_view rest = url.substr(scheme_end + 3);
@@ -113,7 +109,8 @@ std::optional<HttpUrl> parse_http_url(std::string_view url, std::string* error) 
     return std::nullopt;
   }
   HttpUrl out;
-  if (!parse_authority(authority, 80, out.authority, error)) return std::nullopt;
+  out.https = scheme == "https";
+  if (!parse_authority(authority, out.https ? 443 : 80, out.authority, error)) return std::nullopt;
   if (out.authority.port == 0) {
     fail(error, "port 0 is not a valid destination");
     return std::nullopt;

@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "veer/host_port.h"
+#include "veer/tls.h"
 
 namespace veer::net {
 
@@ -25,6 +26,7 @@ const char* to_string(ScrapeError error) {
     case ScrapeError::HttpStatus: return "http_status";
     case ScrapeError::TooLarge: return "too_large";
     case ScrapeError::Protocol: return "protocol";
+    case ScrapeError::Tls: return "tls";
     case ScrapeError::Cancelled: return "cancelled";
   }
   return "unknown";
@@ -42,7 +44,6 @@ class HttpGetOperation : public HttpGet, public std::enable_shared_from_this<Htt
         options_(std::move(options)),
         callback_(std::move(callback)),
         resolver_(io),
-        socket_(io),
         deadline_(io),
         started_(std::chrono::steady_clock::now()) {}
 
@@ -54,7 +55,14 @@ class HttpGetOperation : public HttpGet, public std::enable_shared_from_this<Htt
       asio::post(io_, [self = shared_from_this(), error] { self->finish(ScrapeError::BadUrl, "bad URL '" + self->url_ + "': " + error); });
       return;
     }
+    if (const auto refused = refuse_scheme(*parsed, options_.tls.get())) {
+      asio::post(io_, [self = shared_from_this(), error = *refused] {
+        self->finish(ScrapeError::BadUrl, "bad URL '" + self->url_ + "': " + error);
+      });
+      return;
+    }
     url_parts_ = std::move(*parsed);
+    stream_.emplace(io_, url_parts_.https ? options_.tls.get() : nullptr);
     deadline_.expires_after(options_.timeout);
     deadline_.async_wait([self = shared_from_this()](error_code ec) {
       if (ec || self->done_) return;
@@ -94,7 +102,7 @@ class HttpGetOperation : public HttpGet, public std::enable_shared_from_this<Htt
     if (ec || results.empty())
       return finish(ScrapeError::Resolve,
                     where() + ": cannot resolve '" + url_parts_.authority.host + "': " + (ec ? ec.message() : "no address"));
-    asio::async_connect(socket_, results, [self = shared_from_this()](error_code ec, const tcp::endpoint&) {
+    asio::async_connect(stream_->socket(), results, [self = shared_from_this()](error_code ec, const tcp::endpoint&) {
       self->on_connect(ec);
     });
   }
@@ -102,6 +110,15 @@ class HttpGetOperation : public HttpGet, public std::enable_shared_from_this<Htt
   void on_connect(error_code ec) {
     if (interrupted(ec)) return;
     if (ec) return finish(ScrapeError::Connect, where() + ": connect: " + ec.message());
+    if (!stream_->tls()) return send_request();
+    stream_->async_handshake(url_parts_.authority.host, [self = shared_from_this()](error_code ec) {
+      if (self->interrupted(ec)) return;
+      if (ec) return self->finish(ScrapeError::Tls, self->where() + ": TLS handshake: " + self->stream_->describe(ec));
+      self->send_request();
+    });
+  }
+
+  void send_request() {
     request_.method(post_body_ ? http::verb::post : http::verb::get);
     request_.target(url_parts_.target);
     request_.version(11);
@@ -115,12 +132,12 @@ class HttpGetOperation : public HttpGet, public std::enable_shared_from_this<Htt
       request_.body() = *post_body_;
       request_.prepare_payload();
     }
-    http::async_write(socket_, request_, [self = shared_from_this()](error_code ec, std::size_t) { self->on_write(ec); });
+    http::async_write(*stream_, request_, [self = shared_from_this()](error_code ec, std::size_t) { self->on_write(ec); });
   }
 
   void on_write(error_code ec) {
     if (interrupted(ec)) return;
-    if (ec) return finish(ScrapeError::Protocol, where() + ": sending the request: " + ec.message());
+    if (ec) return failed_io("sending the request", ec);
     parser_.emplace();
     parser_->header_limit(static_cast<std::uint32_t>(options_.max_header_bytes));
     parser_->body_limit(options_.max_body_bytes);
@@ -130,7 +147,7 @@ class HttpGetOperation : public HttpGet, public std::enable_shared_from_this<Htt
     // loop goes on into the body and clears it, so an announced 10 GB body
     // would be read into memory. async_read_header parses non-eagerly and
     // reports body_limit; on_header checks the length once more.
-    http::async_read_header(socket_, buffer_, *parser_, [self = shared_from_this()](error_code ec, std::size_t) {
+    http::async_read_header(*stream_, buffer_, *parser_, [self = shared_from_this()](error_code ec, std::size_t) {
       self->on_header(ec);
     });
   }
@@ -143,7 +160,7 @@ class HttpGetOperation : public HttpGet, public std::enable_shared_from_this<Htt
     }
     if (ec) return on_read(ec);
     if (parser_->is_done()) return on_read(ec);
-    http::async_read(socket_, buffer_, *parser_, [self = shared_from_this()](error_code ec, std::size_t) {
+    http::async_read(*stream_, buffer_, *parser_, [self = shared_from_this()](error_code ec, std::size_t) {
       self->on_read(ec);
     });
   }
@@ -156,7 +173,7 @@ class HttpGetOperation : public HttpGet, public std::enable_shared_from_this<Htt
     if (ec == http::error::header_limit)
       return finish(ScrapeError::TooLarge,
                     where() + ": header larger than " + std::to_string(options_.max_header_bytes) + " bytes");
-    if (ec) return finish(ScrapeError::Protocol, where() + ": reading the answer: " + ec.message());
+    if (ec) return failed_io("reading the answer", ec);
     auto& res = parser_->get();
     ScrapeResult result;
     result.status = res.result_int();
@@ -169,11 +186,16 @@ class HttpGetOperation : public HttpGet, public std::enable_shared_from_this<Htt
     deliver(std::move(result));
   }
 
+  // A broken exchange: TLS's errors (an alert such as a refused client
+  // certificate, which TLS 1.3 sends after the handshake) are told apart.
+  void failed_io(const char* doing, error_code ec) {
+    if (is_tls_error(ec)) return finish(ScrapeError::Tls, where() + ": " + doing + ": TLS: " + stream_->describe(ec));
+    finish(ScrapeError::Protocol, where() + ": " + doing + ": " + ec.message());
+  }
+
   void abort_io() {
-    error_code ignored;
     resolver_.cancel();
-    socket_.shutdown(tcp::socket::shutdown_both, ignored);
-    socket_.close(ignored);
+    if (stream_) stream_->close();
   }
 
   void finish(ScrapeError error, std::string message) {
@@ -202,7 +224,7 @@ class HttpGetOperation : public HttpGet, public std::enable_shared_from_this<Htt
   Callback callback_;
   HttpUrl url_parts_;
   tcp::resolver resolver_;
-  tcp::socket socket_;
+  std::optional<ClientStream> stream_;  // made once the URL says plain or TLS
   asio::steady_timer deadline_;
   beast::flat_buffer buffer_;
   http::request<http::string_body> request_;

@@ -17,11 +17,17 @@
 
 #include "veer/etcd_gateway.h"
 
+namespace veer::net {
+class TlsClient;
+}
+
 namespace veer::etcd {
 
 struct ClientOptions {
   std::chrono::milliseconds timeout{2000};  // per endpoint tried
   std::size_t max_answer_bytes = 16u << 20;
+  // Speaks https:// endpoints (cluster.tls); a failed handshake counts as no answer.
+  std::shared_ptr<const net::TlsClient> tls;
 };
 
 struct Status {
@@ -33,7 +39,7 @@ struct Status {
 
 class Client {
  public:
-  // ENDPOINTS: "http://127.0.0.1:2379" ... (http only here).
+  // ENDPOINTS: "http://127.0.0.1:2379" ..., or https:// ones with options.tls.
   Client(boost::asio::io_context& io, std::vector<std::string> endpoints, ClientOptions options = {});
 
   void range(const std::string& key, bool prefix, std::function<void(Status, RangeAnswer)> done);
@@ -46,6 +52,7 @@ class Client {
   void lease_revoke(int64_t id, std::function<void(Status, Header)> done);
 
   const std::vector<std::string>& endpoints() const { return endpoints_; }
+  const ClientOptions& options() const { return options_; }
 
  private:
   using Raw = std::function<void(Status, std::string body)>;

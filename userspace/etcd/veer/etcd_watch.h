@@ -46,6 +46,7 @@ std::string watch_create_body(const std::string& key, bool prefix, int64_t start
 struct WatchOptions {
   std::chrono::milliseconds connect_timeout{2000};  // until the stream's header arrived
   std::size_t max_message_bytes = 16u << 20;
+  std::shared_ptr<const net::TlsClient> tls;  // for an https:// endpoint (ClientOptions::tls)
 };
 
 class Watch {
@@ -56,7 +57,7 @@ class Watch {
 };
 
 // Watches KEY (or every key under it with PREFIX) from START_REVISION (0: from
-// now) on ENDPOINT ("http://127.0.0.1:2379"). ON_MESSAGE runs for every message
+// now) on ENDPOINT ("http://127.0.0.1:2379", or https:// with options.tls). ON_MESSAGE runs for every message
 // (the "created" one first), ON_END once at the end.
 std::shared_ptr<Watch> watch(boost::asio::io_context& io, const std::string& endpoint, const std::string& key,
                              bool prefix, int64_t start_revision, const WatchOptions& options,

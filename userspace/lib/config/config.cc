@@ -3,11 +3,15 @@
 // node, and the reason. Nothing is returned unless everything is valid.
 #include "config/config.h"
 
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <yaml-cpp/yaml.h>
 
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cctype>
 #include <cerrno>
@@ -15,8 +19,11 @@
 #include <cmath>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <optional>
 #include <tuple>
+
+#include "config/openssl_errors.h"
 
 namespace veer {
 
@@ -126,6 +133,8 @@ class Parser {
 
   NodeConfig parse_node(const Field& f) const;
   ClusterConfig parse_cluster(const Field& f) const;
+  ClusterTlsConfig parse_cluster_tls(const Field& f) const;
+  std::string pem_file_path(const Field& f, const std::string& what) const;
   ServiceConfig parse_service(const YAML::Node& n, std::vector<std::string>& warnings) const;
   void parse_variants(const Field& f, ServiceConfig& svc) const;
   void parse_weights(const Field& f, ServiceConfig& svc, std::vector<std::pair<Mark, Field>>& ws) const;
@@ -387,26 +396,154 @@ void Parser::parse_variants(const Field& f, ServiceConfig& svc) const {
   }
 }
 
+namespace {
+
+// PATH's contents into TEXT: 0, or the errno that stopped it (EISDIR, EACCES, ...; EFBIG above LIMIT bytes).
+int read_whole_file(const std::string& path, size_t limit, std::string& text) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno;
+  char buf[65536];
+  int err = 0;
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      err = errno;
+      break;
+    }
+    if (n == 0) break;
+    text.append(buf, static_cast<size_t>(n));
+    if (text.size() > limit) {
+      err = EFBIG;
+      break;
+    }
+  }
+  ::close(fd);
+  return err;
+}
+
+struct BioFree {
+  void operator()(BIO* b) const { BIO_free(b); }
+};
+struct X509Free {
+  void operator()(X509* x) const { X509_free(x); }
+};
+struct KeyFree {
+  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
+};
+using X509Ptr = std::unique_ptr<X509, X509Free>;
+using KeyPtr = std::unique_ptr<EVP_PKEY, KeyFree>;
+
+std::unique_ptr<BIO, BioFree> pem_bio(const std::string& text) {
+  return std::unique_ptr<BIO, BioFree>(BIO_new_mem_buf(text.data(), static_cast<int>(text.size())));
+}
+
+// The first object READ finds in a PEM text (a certificate, a key); null, with OpenSSL's reason in *WHY, if none.
+template <typename Object, typename Free, typename Read>
+std::unique_ptr<Object, Free> read_pem(const std::string& pem, Read read, std::string* why) {
+  ERR_clear_error();
+  auto bio = pem_bio(pem);
+  std::unique_ptr<Object, Free> object(bio ? read(bio.get(), nullptr, nullptr, nullptr) : nullptr);
+  if (!object) *why = openssl_errors("no PEM block found");
+  return object;
+}
+
+X509Ptr first_certificate(const std::string& pem, std::string* why) {
+  return read_pem<X509, X509Free>(pem, &PEM_read_bio_X509, why);
+}
+
+KeyPtr private_key(const std::string& pem, std::string* why) {
+  return read_pem<EVP_PKEY, KeyFree>(pem, &PEM_read_bio_PrivateKey, why);
+}
+
+}  // namespace
+
+// cluster.tls's files: absolute, as veerd's other paths (it may run from any directory).
+std::string Parser::pem_file_path(const Field& f, const std::string& what) const {
+  const std::string path = scalar(f, what);
+  if (path.empty() || path[0] != '/') fail(where(f), what + " must be an absolute path, got '" + path + "'");
+  return path;
+}
+
+ClusterTlsConfig Parser::parse_cluster_tls(const Field& tf) const {
+  ClusterTlsConfig t;
+  Mark ca_at, cert_at, key_at;
+  for (const auto& f : fields(tf.value, where(tf), "cluster.tls", {"ca", "cert", "key", "server_name"})) {
+    if (f.key == "ca") {
+      t.ca = pem_file_path(f, "cluster.tls.ca");
+      ca_at = where(f);
+    } else if (f.key == "cert") {
+      t.cert = pem_file_path(f, "cluster.tls.cert");
+      cert_at = where(f);
+    } else if (f.key == "key") {
+      t.key = pem_file_path(f, "cluster.tls.key");
+      key_at = where(f);
+    } else if (f.key == "server_name") {
+      t.server_name = scalar(f, "cluster.tls.server_name");
+      const bool ok = !t.server_name.empty() && t.server_name.size() <= 253 &&
+                      std::all_of(t.server_name.begin(), t.server_name.end(), [](unsigned char ch) {
+                        return std::isalnum(ch) || ch == '.' || ch == '-' || ch == ':' || ch == '_';
+                      });
+      if (!ok)
+        fail(where(f), "cluster.tls.server_name must be a DNS name or an IP address, got '" + t.server_name + "'");
+    }
+  }
+  if (t.ca.empty())
+    fail(tf.key_mark, "cluster.tls.ca is required: the CA file that verifies etcd's server certificate");
+  if (t.cert.empty() != t.key.empty())
+    fail(t.cert.empty() ? key_at : cert_at,
+         "cluster.tls.cert and cluster.tls.key go together (a client certificate and its key): set both or neither");
+  // Read and parsed now: a file veerd cannot use refuses the config instead of failing every etcd call later.
+  auto read = [&](const std::string& path, const Mark& at, const char* what) {
+    std::string text;
+    if (const int err = read_whole_file(path, 1u << 20, text))
+      fail(at, std::string(what) + ": cannot read '" + path + "': " + std::strerror(err));
+    return text;
+  };
+  std::string why;
+  if (!first_certificate(read(t.ca, ca_at, "cluster.tls.ca"), &why))
+    fail(ca_at, "cluster.tls.ca: '" + t.ca + "' holds no PEM certificate: " + why);
+  if (!t.cert.empty()) {
+    const X509Ptr cert = first_certificate(read(t.cert, cert_at, "cluster.tls.cert"), &why);
+    if (!cert) fail(cert_at, "cluster.tls.cert: '" + t.cert + "' holds no PEM certificate: " + why);
+    const KeyPtr key = private_key(read(t.key, key_at, "cluster.tls.key"), &why);
+    if (!key) fail(key_at, "cluster.tls.key: '" + t.key + "' holds no PEM private key: " + why);
+    if (X509_check_private_key(cert.get(), key.get()) != 1) {
+      ERR_clear_error();
+      fail(key_at, "cluster.tls.key: '" + t.key + "' is not the key of the certificate '" + t.cert + "'");
+    }
+  }
+  return t;
+}
+
 ClusterConfig Parser::parse_cluster(const Field& cf) const {
   ClusterConfig c;
-  auto fs = fields(cf.value, where(cf), "cluster", {"endpoints", "node_name", "prefix", "lease_ttl", "min_nodes"});
+  auto fs = fields(cf.value, where(cf), "cluster",
+                   {"endpoints", "node_name", "prefix", "lease_ttl", "min_nodes", "tls"});
   bool have_endpoints = false;
+  Mark first_endpoint_at, tls_at;
   for (const auto& f : fs) {
     if (f.key == "endpoints") {
       have_endpoints = true;
       if (!f.value || !f.value.IsSequence() || f.value.size() == 0 || f.value.size() > 16)
-        fail(where(f), "cluster.endpoints must be a list of 1 to 16 etcd endpoints (http://HOST:PORT)");
+        fail(where(f), "cluster.endpoints must be a list of 1 to 16 etcd endpoints (http://HOST:PORT or https://HOST:PORT)");
+      first_endpoint_at = f.value[0].Mark();
       for (const auto& item : f.value) {
-        if (!item.IsScalar()) fail(item.Mark(), "cluster.endpoints: each entry must be http://HOST:PORT");
+        if (!item.IsScalar()) fail(item.Mark(), "cluster.endpoints: each entry must be http://HOST:PORT or https://HOST:PORT");
         const std::string e = item.Scalar();
-        if (e.rfind("https://", 0) == 0)
-          fail(item.Mark(), "cluster.endpoints: https is not supported yet (etcd's plain http listener only)");
-        if (e.rfind("http://", 0) != 0 || !valid_listen(e.substr(7)))
-          fail(item.Mark(), "cluster.endpoints: '" + e + "' is not http://HOST:PORT");
+        const bool https = e.rfind("https://", 0) == 0;
+        if (!(https || e.rfind("http://", 0) == 0) || !valid_listen(e.substr(https ? 8 : 7)))
+          fail(item.Mark(), "cluster.endpoints: '" + e + "' is not http://HOST:PORT or https://HOST:PORT");
+        if (!c.endpoints.empty() && https != (c.endpoints[0].rfind("https://", 0) == 0))
+          fail(item.Mark(), "cluster.endpoints: '" + e + "' and '" + c.endpoints[0] +
+                                "' mix http and https: all endpoints are https:// (with cluster.tls) or all http://");
         for (const auto& seen : c.endpoints)
           if (seen == e) fail(item.Mark(), "cluster.endpoints: '" + e + "' is listed twice");
         c.endpoints.push_back(e);
       }
+    } else if (f.key == "tls") {
+      c.tls = parse_cluster_tls(f);
+      tls_at = f.key_mark;
     } else if (f.key == "node_name") {
       c.node_name = scalar(f, "cluster.node_name");
       if (!valid_node_name(c.node_name))
@@ -427,6 +564,12 @@ ClusterConfig Parser::parse_cluster(const Field& cf) const {
     }
   }
   if (!have_endpoints) fail(cf.key_mark, "cluster.endpoints is required");
+  const bool https = c.endpoints[0].rfind("https://", 0) == 0;
+  if (https && !c.tls)
+    fail(first_endpoint_at, "cluster.endpoints are https:// but cluster.tls is missing: "
+                            "cluster.tls.ca (the CA that verifies etcd's certificate) is required");
+  if (!https && c.tls)
+    fail(tls_at, "cluster.tls is set but cluster.endpoints are http://: TLS to etcd needs https:// endpoints");
   if (c.node_name.empty()) {
     char host[256] = {};
     if (::gethostname(host, sizeof host - 1) != 0 || !valid_node_name(host))
@@ -982,29 +1125,10 @@ Config parse_config(std::string_view yaml_text, const std::string& file_name) {
 }
 
 Config load_config_file(const std::string& path) {
-  auto unreadable = [&](int err) {
-    return ConfigError(path, 0, 0, std::string("cannot read config file: ") + std::strerror(err));
-  };
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw unreadable(errno);
   std::string text;
-  char buf[65536];
-  for (;;) {
-    const ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      const int err = errno;  // e.g. EISDIR
-      ::close(fd);
-      throw unreadable(err);
-    }
-    if (n == 0) break;
-    text.append(buf, static_cast<size_t>(n));
-    if (text.size() > (16u << 20)) {
-      ::close(fd);
-      throw ConfigError(path, 0, 0, "config file is larger than 16 MiB");
-    }
-  }
-  ::close(fd);
+  const int err = read_whole_file(path, 16u << 20, text);
+  if (err == EFBIG) throw ConfigError(path, 0, 0, "config file is larger than 16 MiB");
+  if (err) throw ConfigError(path, 0, 0, std::string("cannot read config file: ") + std::strerror(err));
   return parse_config(text, path);
 }
 

@@ -40,10 +40,21 @@ struct NodeConfig {
   Millis udp_idle_timeout{30000};
 };
 
+// `cluster.tls`: etcd's gateway over https://. Absolute paths of PEM files,
+// read and checked at load (a file veerd cannot use refuses the config).
+struct ClusterTlsConfig {
+  std::string ca;           // the CA(s) etcd's server certificate must chain to
+  std::string cert;         // the client certificate (etcd's --client-cert-auth); empty: none
+  std::string key;          // its private key; set with cert or not at all
+  std::string server_name;  // the name checked in the server certificate; empty: each endpoint's host
+};
+
 // The optional `cluster:` section (fleet mode): many veerd's run one table
 // per service through etcd. Absent: a single node, as without it.
 struct ClusterConfig {
-  std::vector<std::string> endpoints;  // "http://HOST:PORT" of etcd members (its v3 JSON gateway)
+  // "http://HOST:PORT" of etcd members (its v3 JSON gateway); all "https://HOST:PORT" with tls.
+  std::vector<std::string> endpoints;
+  std::optional<ClusterTlsConfig> tls;
   std::string node_name;               // default: the host name
   std::string prefix = "/veer";        // every key of the fleet starts with it
   Millis lease_ttl{5000};              // the node's etcd lease; the leader's too

@@ -1,4 +1,4 @@
-// "host:port" and http:// URLs as veerd's HTTP pieces accept them.
+// "host:port" and http:// / https:// URLs as veerd's HTTP pieces accept them.
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -20,13 +20,15 @@ struct HostPort {
 std::optional<HostPort> parse_host_port(std::string_view text, std::string* error = nullptr);
 
 struct HttpUrl {
-  HostPort authority;  // port 80 when the URL names none
+  bool https = false;  // https://: the exchange runs over TLS
+  HostPort authority;  // port 80 (https: 443) when the URL names none
   std::string target;  // path and query, "/" when the URL has no path
 };
 
-// http://host[:port][/path[?query]] only. nullopt with *error set for other
-// schemes (https: "not supported"), user info, a bad host or port, control
-// characters or spaces; a #fragment is dropped.
+// http[s]://host[:port][/path[?query]]. nullopt with *error set for other
+// schemes, user info, a bad host or port, control characters or spaces; a
+// #fragment is dropped. Whether https can be spoken is the caller's business
+// (it needs a TLS configuration).
 std::optional<HttpUrl> parse_http_url(std::string_view url, std::string* error = nullptr);
 
 }  // namespace veer::net

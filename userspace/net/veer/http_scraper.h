@@ -1,7 +1,8 @@
 // One asynchronous HTTP GET of a variant's metrics_url (the `prometheus` gate
 // source) on the caller's io_context, Boost.Asio + Boost.Beast.
 //
-// http:// only; the whole operation (resolve, connect, request, response) has
+// http://, and https:// with a TlsClient in the options (etcd's gateway);
+// the whole operation (resolve, connect, TLS handshake, request, response) has
 // one deadline, and the body is bounded. Every failure comes back as a
 // ScrapeResult with an error kind and a message: to the gate model each of
 // them is Error (source unreachable). The callback runs exactly once, on the
@@ -20,15 +21,18 @@
 
 namespace veer::net {
 
+class TlsClient;
+
 enum class ScrapeError {
   None,
-  BadUrl,      // not http://host[:port]/path (https is refused here)
+  BadUrl,      // not http[s]://host[:port]/path (https without options.tls is refused)
   Resolve,     // host name did not resolve
   Connect,     // refused, unreachable
   Timeout,     // the deadline passed (any phase)
   HttpStatus,  // an answer other than 200
   TooLarge,    // body above max_body_bytes
   Protocol,    // not HTTP/1.x, broken framing, connection lost mid-answer
+  Tls,         // https: the handshake failed (certificate not verified, refused by the server), a TLS alert
   Cancelled,   // HttpGet::cancel()
 };
 const char* to_string(ScrapeError error);
@@ -51,6 +55,7 @@ struct ScrapeOptions {
   // protobuf would otherwise pick one.
   std::string accept = "text/plain;version=0.0.4;q=1,*/*;q=0.1";
   std::string content_type = "application/json";  // of an http_post body
+  std::shared_ptr<const TlsClient> tls;  // speaks https:// URLs; without it they are refused (BadUrl)
 };
 
 class HttpGet {
