@@ -49,8 +49,11 @@ void FleetMember::stop(std::function<void()> done) {
 }
 
 void FleetMember::set_connected(bool connected, const std::string& why) {
-  if (connected == connected_) return;
+  // A new reason while still away is news too: a node that never reached etcd says why (a TLS handshake
+  // refused, no such host), not only a node that lost it. The same reason again is not repeated.
+  if (connected == connected_ && (connected || why == away_why_)) return;
   connected_ = connected;
+  away_why_ = connected ? std::string() : why;
   if (callbacks_.on_connection) callbacks_.on_connection(connected, why);
 }
 

@@ -171,6 +171,7 @@ class FleetMember : public std::enable_shared_from_this<FleetMember> {
   std::shared_ptr<Watch> watch_;
   size_t watch_endpoint_ = 0;
   bool connected_ = false;
+  std::string away_why_;  // the reason last told while not connected
   bool stopped_ = false;
   std::map<std::string, fleet::TableVersion> latest_;
   LeaderView leader_;
