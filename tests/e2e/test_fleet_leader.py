@@ -201,6 +201,9 @@ class TestFleetLeader(veer_fleet.FleetCase):
         seqs = [r["seq"] for r in rollouts]
         self.assertEqual(seqs, list(range(1, len(seqs) + 1)), "rollout records out of order or repeated")
         self.assertIn(f"node-{new_leader}", {r["writer"] for r in rollouts})
+        sizes = sorted(len(json.dumps(r, separators=(",", ":"))) for r in rollouts)
+        print(f"  (c) {len(rollouts)} rollout records written (one txn each, with the table version when the "
+              f"weights changed): {sizes[0]}..{sizes[-1]} bytes, median {sizes[len(sizes) // 2]}", flush=True)
         # The killed node comes back, catches up, and follows the new leader.
         self.veer_nodes[old] = self.start_veerd(old, node_config(self.fleet, old))
         current = self.fleet_view(new_leader)["services"][SERVICE]["current_version"]
