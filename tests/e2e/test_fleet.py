@@ -12,6 +12,7 @@ real three-member etcd.
 (g) a node whose definition of a service differs (another backend order): it applies nothing for that service
     and says so (status, event, metric; the other nodes' `nodes` flag it), refuses table requests for it, and applies the other services; with the
     fleet's definition again it catches up."""
+import json
 import re
 import time
 
@@ -161,12 +162,23 @@ class TestFleet(veer_fleet.FleetCase):
                 self.assertEqual((sum(r["variants"].values()), r["errors"]), (200, {}), f"node {n}: {r}")
                 self.assertEqual(set(r["variants"]) - {"blue", "canary"}, set(), r)
             self.assertEqual([self.applied(n) for n in (1, 2, 3)], [version] * 3)
+            # A push while etcd is away: accepted and kept by the node, and the answer says it is not in etcd.
+            pushed = self.change(1, "push", SERVICE, "canary", "conversion=1*7")["result"]
+            self.assertEqual((pushed["accepted"], pushed["in_etcd"]), (1, False), pushed)
+            self.assertIn("next report", pushed["pending"])
         finally:
             self.fleet.etcd_start(1)
             self.fleet.etcd_start(2)
         self.fleet.wait_etcd_healthy()
         for n in (1, 2, 3):
             self.wait_connected(n, timeout=30)
+
+        def kept_push():
+            report = self.fleet.etcd_get("/veer/nodes/node-1", member=1)
+            pushed = json.loads(report)["services"][SERVICE].get("pushed", {}) if report else {}
+            return pushed.get("canary", {}).get("metrics", {}).get("conversion", {}).get("n") == 7
+
+        e2e.wait_for("node 1's report carries the push it kept", kept_push, e2e.scaled(10), 0.2)
         answer = self.change(2, "weights", SERVICE, "blue=50", "canary=50")
         self.assertEqual(answer["result"]["fleet"]["version"], version + 1)
         self.wait_all_applied(version + 1)

@@ -130,9 +130,10 @@ class Daemon {
   std::vector<uint32_t> requested_weights(const Service& s, const protocol::WeightsRequest& r) const;
   std::vector<uint32_t> requested_switch(const Service& s, const protocol::SwitchRequest& r) const;
   std::vector<std::pair<unsigned, unsigned>> requested_drain(const Service& s, const protocol::DrainRequest& r) const;
-  // A push's variant index and items, checked against what INTO holds already (throws ProtocolError).
-  std::pair<int, std::vector<PushItem>> requested_push(const Service& s, const protocol::PushRequest& r,
-                                                       const PushData& into) const;
+  // A push's variant index (throws not_found) and its items, checked against what INTO holds already
+  // (throws bad_request).
+  int push_variant(const Service& s, const protocol::PushRequest& r) const;
+  static std::vector<PushItem> push_items(const protocol::PushRequest& r, const PushData& into);
   nlohmann::json service_status(const Service& s) const;
   nlohmann::json node_status() const;
   void apply_weights(Service& s, const std::vector<uint32_t>& weights_bp);

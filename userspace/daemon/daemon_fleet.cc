@@ -595,11 +595,11 @@ void Daemon::fleet_rollout_command(const protocol::RolloutRequest& req, const st
 
 void Daemon::fleet_push(const protocol::PushRequest& r, const std::function<void(std::string)>& done) {
   Service& s = service_named(r.service);
+  const auto v = static_cast<size_t>(push_variant(s, r));
   auto& pushed = fleet_->pushed[s.config.name];
   pushed.resize(s.config.variants.size());
-  const int v = s.config.variant_index(r.variant);
-  const auto [variant, items] = requested_push(s, r, v >= 0 ? pushed[static_cast<size_t>(v)] : PushData{});
-  for (const auto& item : items) pushed[static_cast<size_t>(variant)].add(item);
+  const std::vector<PushItem> items = push_items(r, pushed[v]);
+  for (const auto& item : items) pushed[v].add(item);
   // The leader reads them from this node's report; answered when that report is in etcd. If etcd is
   // away the node keeps them (its next report carries them): accepted, and the answer says so.
   const size_t accepted = items.size();

@@ -508,8 +508,7 @@ json Daemon::rollout(const protocol::RolloutRequest& r) {
   return rollout_status(s);
 }
 
-std::pair<int, std::vector<PushItem>> Daemon::requested_push(const Service& s, const protocol::PushRequest& r,
-                                                            const PushData& into) const {
+int Daemon::push_variant(const Service& s, const protocol::PushRequest& r) const {
   const int v = s.config.variant_index(r.variant);
   if (v < 0) {
     std::string known;
@@ -517,10 +516,14 @@ std::pair<int, std::vector<PushItem>> Daemon::requested_push(const Service& s, c
     throw ProtocolError(ErrorCode::NotFound,
                         "service \"" + s.config.name + "\" has no variant \"" + r.variant + "\" (variants: " + known + ")");
   }
+  return v;
+}
+
+std::vector<PushItem> Daemon::push_items(const protocol::PushRequest& r, const PushData& into) {
   try {
     std::vector<PushItem> items = parse_push_values(r.values);
     into.check_room_for(items);
-    return {v, std::move(items)};
+    return items;
   } catch (const PushError& e) {
     throw ProtocolError(ErrorCode::BadRequest, e.what());
   }
@@ -528,10 +531,11 @@ std::pair<int, std::vector<PushItem>> Daemon::requested_push(const Service& s, c
 
 json Daemon::push(const protocol::PushRequest& r) {
   Service& s = service_named(r.service);
+  const int v = push_variant(s, r);
   auto& pushed = state_.services[s.config.name].totals.pushed;
   const bool had = pushed.count(r.variant) > 0;
   PushData total = had ? pushed.at(r.variant) : PushData{};
-  const auto [v, items] = requested_push(s, r, total);
+  const std::vector<PushItem> items = push_items(r, total);
   for (const auto& item : items) total.add(item);
   // Acknowledged pushes survive a crash: on disk before the answer. If they
   // cannot be written, none is kept and the client hears why.
