@@ -270,7 +270,7 @@ TEST(RolloutConfig, RefusesBadGates) {
                          "kernel does not measure 'gpu_util'");
   EXPECT_ROLLOUT_REFUSED(bad_gate("- { metric: gpu_util, max: 1 }"), "gpu_util", "needs a source");
   EXPECT_ROLLOUT_REFUSED(bad_gate("- { metric: latency_p95_ms, source: statsd, max: 1 }"), "statsd",
-                         "source must be kernel, prometheus, push or probe");
+                         "source must be kernel, prometheus, promql, push or probe");
   EXPECT_ROLLOUT_REFUSED(bad_gate("- { metric: latency_p95_ms, source: probe, max: 1 }"), "source: probe",
                          "only in blue-green pre_promotion");
   EXPECT_ROLLOUT_REFUSED(bad_gate("- { metric: latency_p95_ms, max: 1, relative: yes }"), "relative",

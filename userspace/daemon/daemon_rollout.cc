@@ -15,6 +15,7 @@
 #include "unix_time.h"
 #include "metrics/metrics_registry.h"
 #include "veer/http_scraper.h"
+#include "rollout/promql.h"
 
 namespace veer {
 
@@ -275,6 +276,7 @@ void Daemon::on_window(const std::string& name, const std::shared_ptr<Runtime>& 
   struct Gather {
     int pending = 1;
     std::map<int, net::ScrapeResult> scrapes;
+    std::map<std::pair<std::string, int>, net::ScrapeResult> promql;  // (gate, variant) -> the query's answer
     std::vector<ProbeOutcome> probes;
     std::vector<KernelWindow> windows;
     std::vector<PushData> pushed;
@@ -341,6 +343,14 @@ void Daemon::on_window(const std::string& name, const std::shared_ptr<Runtime>& 
               return push_measurement(gather->pushed[v], g);
             case GateSource::Prometheus: return prom_measure(v, g);
             case GateSource::Probe: return probe_measurement(gather->probes, g.metric);
+            case GateSource::PromQL: {
+              auto r = gather->promql.find({g.name, v});
+              if (r == gather->promql.end()) return Measurement::error("no query was sent");
+              // An HTTP error still carries Prometheus's own JSON explanation in its body.
+              if (r->second.ok() || r->second.error == net::ScrapeError::HttpStatus)
+                return promql::read_answer(r->second.status, r->second.body, g);
+              return Measurement::error("query to " + g.address + ": " + r->second.message);
+            }
           }
           return Measurement::error("unknown source");
         };
@@ -373,6 +383,28 @@ void Daemon::on_window(const std::string& name, const std::shared_ptr<Runtime>& 
       gather->scrapes[v] = std::move(r);
       done();
     });
+  }
+  // promql gates: one instant query per gate and variant measured, with the scrapes' deadline.
+  static const std::vector<GateConfig> kNoGates;
+  for (const GateConfig& g : gates ? *gates : kNoGates) {
+    if (g.source != GateSource::PromQL || !engine.active()) continue;
+    std::set<int> variants{test};
+    if (needs_stable(g)) variants.insert(stable);
+    for (int v : variants) {
+      if (v < 0) continue;
+      const promql::QueryVars vars{name, s.config.variants[static_cast<size_t>(v)].name,
+                                   stable >= 0 ? s.config.variants[static_cast<size_t>(stable)].name : "", interval};
+      net::ScrapeOptions options;
+      options.timeout = std::clamp(Millis(interval.count() / 2), Millis{100}, Millis{5000});
+      options.max_body_bytes = promql::kMaxAnswerBytes;
+      options.accept = "application/json";
+      ++gather->pending;
+      net::http_get(*io_, promql::query_url(g.address, promql::render(g.query, vars), options.timeout), options,
+                    [gather, key = std::make_pair(g.name, v), done](net::ScrapeResult r) {
+                      gather->promql[key] = std::move(r);
+                      done();
+                    });
+    }
   }
   if (probe) {
     const PrePromotion& pre = *rc.pre_promotion;

@@ -2,6 +2,7 @@
 // ConfigError naming the file, the 1-based line and column of the offending
 // node, and the reason. Nothing is returned unless everything is valid.
 #include "config/config.h"
+#include "rollout/promql.h"
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -709,7 +710,7 @@ GateConfig Parser::parse_gate(const YAML::Node& n, const ServiceConfig& svc, con
   GateConfig g;
   const auto fs = fields(n, n.Mark(), "gate",
                          {"name", "metric", "source", "max", "min", "min_samples", "relative", "series", "label",
-                          "histogram", "smoothing"});
+                          "histogram", "smoothing", "address", "query", "no_data"});
   auto find = [&](std::string_view key) -> const Field* {
     for (const auto& f : fs)
       if (f.key == key) return &f;
@@ -738,13 +739,14 @@ GateConfig Parser::parse_gate(const YAML::Node& n, const ServiceConfig& svc, con
     else if (s == "prometheus") g.source = GateSource::Prometheus;
     else if (s == "push") g.source = GateSource::Push;
     else if (s == "probe") g.source = GateSource::Probe;
-    else fail(where(*source), what + ": source must be kernel, prometheus, push or probe; got '" + s + "'");
+    else if (s == "promql") g.source = GateSource::PromQL;
+    else fail(where(*source), what + ": source must be kernel, prometheus, promql, push or probe; got '" + s + "'");
   } else if (ctx == GateContext::PrePromotion) {
     g.source = GateSource::Probe;
   } else if (is_kernel_metric(g.metric)) {
     g.source = GateSource::Kernel;
   } else {
-    fail(n.Mark(), what + " needs a source (kernel, prometheus or push): '" + g.metric +
+    fail(n.Mark(), what + " needs a source (kernel, prometheus, promql or push): '" + g.metric +
                        "' is not a kernel metric");
   }
   const Mark source_at = source ? where(*source) : n.Mark();
@@ -770,6 +772,25 @@ GateConfig Parser::parse_gate(const YAML::Node& n, const ServiceConfig& svc, con
       if (!kl) fail(f.key_mark, what + ": smoothing applies only to prediction_kl");
       g.smoothing = number(f, what + ": smoothing");
       if (g.smoothing < 0) fail(where(f), what + ": smoothing must be >= 0");
+    } else if (f.key == "address" || f.key == "query" || f.key == "no_data") {
+      if (g.source != GateSource::PromQL) fail(f.key_mark, what + ": '" + f.key + "' applies only to source promql");
+      std::string v = scalar(f, what + ": " + f.key);
+      if (f.key == "address") {
+        if (auto e = promql::address_error(v)) fail(where(f), what + ": address '" + v + "' " + *e);
+        g.address = std::move(v);
+      } else if (f.key == "query") {
+        if (auto e = promql::template_error(v)) fail(where(f), what + ": query: " + *e);
+        g.query = std::move(v);
+      } else if (v == "inconclusive" || v == "fail") {
+        g.no_data = v == "fail" ? NoDataPolicy::Fail : NoDataPolicy::Inconclusive;
+      } else {
+        fail(where(f), what + ": no_data must be inconclusive or fail; got '" + v + "'");
+      }
+    } else if (f.key == "label" && g.source == GateSource::PromQL) {
+      if (!kl) fail(f.key_mark, what + ": a promql gate's 'label' names the class label of a prediction_kl query");
+      g.label = scalar(f, what + ": label");
+      if (!valid_prometheus_name(g.label, false))
+        fail(where(f), what + ": '" + g.label + "' is not a valid Prometheus label name");
     } else if (f.key == "series" || f.key == "label" || f.key == "histogram") {
       const bool prometheus_like = g.source == GateSource::Prometheus || (kl && g.source == GateSource::Push);
       if (!prometheus_like || (f.key != "series" && g.source != GateSource::Prometheus))
@@ -821,6 +842,17 @@ GateConfig Parser::parse_gate(const YAML::Node& n, const ServiceConfig& svc, con
                                        what + " compares with the stable variant '" + svc.stable +
                                            "', which has no metrics_url: the gate stays Inconclusive "
                                            "(and the rollout holds after each pause) until it has one"));
+  }
+  if (g.source == GateSource::PromQL) {
+    if (g.address.empty()) fail(n.Mark(), what + ": a promql gate needs 'address' (the Prometheus server's URL)");
+    if (g.query.empty()) fail(n.Mark(), what + ": a promql gate needs 'query'");
+    if (kl && g.label.empty())
+      fail(n.Mark(), what + ": prediction_kl from promql needs 'label' (the label holding the class in the answer)");
+    // An answer is a value, not a count of what it rests on; only label counts have a size.
+    if (!kl && find("min_samples"))
+      fail(where(*find("min_samples")),
+           what + ": a promql answer carries no sample count; put the threshold into the query, e.g. "
+                  "'<expr> and on() sum(increase(requests_total[1m])) > 100' (an empty answer is Inconclusive)");
   }
   if (kl && g.source == GateSource::Push && g.series.empty()) g.series = "prediction";
   if (kl && g.source == GateSource::Kernel) fail(source_at, what + ": the kernel does not see predictions");

@@ -26,9 +26,12 @@ std::string to_string(GateSource s) {
     case GateSource::Prometheus: return "prometheus";
     case GateSource::Push: return "push";
     case GateSource::Probe: return "probe";
+    case GateSource::PromQL: return "promql";
   }
   return "?";
 }
+
+std::string to_string(NoDataPolicy p) { return p == NoDataPolicy::Fail ? "fail" : "inconclusive"; }
 
 std::string to_string(AbMetricKind k) { return k == AbMetricKind::Proportion ? "proportion" : "mean"; }
 

@@ -23,11 +23,17 @@ using Millis = std::chrono::milliseconds;
 enum class RolloutStrategy { Canary, BlueGreen, Ab };
 // Probe: results of the synthetic requests the daemon sends to the preview
 // backends during a blue-green pre-promotion (the only source there by default).
-enum class GateSource { Kernel, Prometheus, Push, Probe };
+// PromQL: an instant query against the user's Prometheus server (`address`,
+// `query`), answered by a scalar or a one-element vector (rollout/promql.h).
+enum class GateSource { Kernel, Prometheus, Push, Probe, PromQL };
+// What an empty PromQL answer means: no data yet (the default), or a breach
+// (a query written as "the bad series exists").
+enum class NoDataPolicy { Inconclusive, Fail };
 enum class AbMetricKind { Proportion, Mean };
 
 std::string to_string(RolloutStrategy);
 std::string to_string(GateSource);
+std::string to_string(NoDataPolicy);
 std::string to_string(AbMetricKind);
 
 // "500ms", "5s", "10m", "1h", "1m30s" -> milliseconds; nullopt if malformed,
@@ -57,6 +63,12 @@ struct GateConfig {
   std::string label;
   std::string histogram;
   double smoothing = 1.0;  // prediction_kl: additive smoothing of label counts
+  // promql: the server ("http://prometheus:9090") and the query template with
+  // {{service}} {{variant}} {{stable}} {{interval}}; for prediction_kl the
+  // query answers one element per class, the class in label `label`.
+  std::string address;
+  std::string query;
+  NoDataPolicy no_data = NoDataPolicy::Inconclusive;
   bool operator==(const GateConfig&) const = default;
 };
 

@@ -84,6 +84,12 @@ GateStatus evaluate_gate(const GateConfig& gate, const std::optional<GateMeasure
   const bool needs_stable = kl || gate.relative;
 
   if (m->test.status == Measurement::Status::Error) return error(m->test.reason.empty() ? "source error" : m->test.reason);
+  if (m->test.status == Measurement::Status::Fail) {
+    st.result = GateResult::Failed;
+    st.reason = m->test.reason.empty() ? "the source reports a breach" : m->test.reason;
+    ++st.failures;
+    return st;
+  }
   if (needs_stable) {
     if (!m->stable) return inconclusive("no data for the stable variant");
     if (m->stable->status == Measurement::Status::Error)
@@ -91,7 +97,9 @@ GateStatus evaluate_gate(const GateConfig& gate, const std::optional<GateMeasure
   }
   if (m->test.status == Measurement::Status::Inconclusive)
     return inconclusive(m->test.reason.empty() ? "no data" : m->test.reason);
-  if (needs_stable && m->stable->status == Measurement::Status::Inconclusive)
+  // A stable variant whose query came back empty has no baseline: not the tested variant's breach.
+  if (needs_stable && (m->stable->status == Measurement::Status::Inconclusive ||
+                       m->stable->status == Measurement::Status::Fail))
     return inconclusive("stable variant: " + (m->stable->reason.empty() ? std::string("no data") : m->stable->reason));
   if (m->test.samples < gate.min_samples)
     return inconclusive(std::to_string(m->test.samples) + " samples, below min_samples " +

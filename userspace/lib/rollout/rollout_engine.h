@@ -18,7 +18,9 @@ namespace veer {
 
 // One measurement of one metric for one variant over the last interval.
 struct Measurement {
-  enum class Status { Value, Inconclusive, Error };
+  // Fail: the source itself reports a breach without a value (a promql gate
+  // with no_data: fail whose query came back empty).
+  enum class Status { Value, Inconclusive, Error, Fail };
   Status status = Status::Value;
   double value = 0;        // Value: the metric's value
   uint64_t samples = 0;    // what the value rests on (requests, flows, label counts); vs min_samples
@@ -29,6 +31,7 @@ struct Measurement {
   static Measurement of_labels(std::map<std::string, double> counts);
   static Measurement inconclusive(std::string why) { return {Status::Inconclusive, 0, 0, {}, std::move(why)}; }
   static Measurement error(std::string why) { return {Status::Error, 0, 0, {}, std::move(why)}; }
+  static Measurement failed(std::string why) { return {Status::Fail, 0, 0, {}, std::move(why)}; }
 };
 
 // Per gate (by GateConfig::name): the variant under test and the stable
