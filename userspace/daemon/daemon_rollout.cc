@@ -349,7 +349,7 @@ void Daemon::on_window(const std::string& name, const std::shared_ptr<Runtime>& 
               // An HTTP error still carries Prometheus's own JSON explanation in its body.
               if (r->second.ok() || r->second.error == net::ScrapeError::HttpStatus)
                 return promql::read_answer(r->second.status, r->second.body, g);
-              return Measurement::error("query to " + g.address + ": " + r->second.message);
+              return Measurement::error("no answer from Prometheus: " + r->second.message);
             }
           }
           return Measurement::error("unknown source");
