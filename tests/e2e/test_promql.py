@@ -26,18 +26,25 @@ ADDRESS = "http://127.0.0.1:9090"
 
 
 class PromqlCase(e2e.RolloutCase):
-    """The testbed, veerd and a Prometheus in the lb namespace (started after veerd, stopped first)."""
+    """The testbed, veerd and a Prometheus in the lb namespace (started after veerd, stopped first). A case's
+    config: the testbed's ranker with a canary rollout of the case's GATES, STEPS and FAILURE_LIMIT."""
+    GATES = ""
+    STEPS = "[ {set_weight: 50}, {pause: {}}, {set_weight: 100} ]"
+    FAILURE_LIMIT = 1
+
+    @classmethod
+    def config_text(cls, tb):
+        return e2e.for_prefix(e2e.ranker_config(rollout(cls.GATES, cls.STEPS, cls.FAILURE_LIMIT)), tb.prefix)
 
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
         cls.prom = Prometheus(cls.tb.ns("lb"), TARGETS, scrape_interval="1s")
-        try:
+
+        def start_prometheus():
             cls.prom.start()
             cls.prom.wait_targets_up(30)
-        except BaseException:
-            cls.tearDownClass()
-            raise
+        cls.set_up_or_tear_down(start_prometheus)
 
     @classmethod
     def tearDownClass(cls):
@@ -50,6 +57,13 @@ class PromqlCase(e2e.RolloutCase):
     def tearDown(self):
         for v in ("blue", "canary"):
             self.tb.knobs(v, "reset=true")
+
+    def start_rollout(self, rate, duration):
+        """Steady traffic from 50 clients (stopped at cleanup at the latest), then `rollout start`."""
+        traffic = self.start_traffic("10.0.1.11-10.0.1.60", rate, duration, "--progress", 1)
+        traffic.next_progress()
+        self.veerd.rollout("ranker", "start")
+        return traffic
 
     def gate(self, svc, name):
         return {g["name"]: g for g in svc["rollout"]["gates"]}[name]
@@ -74,7 +88,7 @@ def promql_gate(name, metric, query, extra=""):
             f"            query: '{query}'{extra} }}\n")
 
 
-def rollout(gates, steps="[ {set_weight: 50}, {pause: {}}, {set_weight: 100} ]", failure_limit=1):
+def rollout(gates, steps, failure_limit):
     return ("      strategy: canary\n      canary: canary\n      interval: 1s\n"
             f"      steps: {steps}\n      gates:\n{gates}      failure_limit: {failure_limit}\n")
 
@@ -95,9 +109,7 @@ class TestPromqlErrorsAbort(PromqlCase):
         self.assertEqual(conf["global"]["scrape_interval"], "1s")
 
     def test_model_error_counter_aborts(self):
-        traffic = self.start_traffic("10.0.1.11-10.0.1.60", 200, 120, "--progress", 1)
-        traffic.next_progress()
-        self.veerd.rollout("ranker", "start")
+        traffic = self.start_rollout(200, 120)
         # Healthy at 20 %: both gates Successful, the relative one with blue's p95 as its baseline.
         svc, _ = self.wait_status("both promql gates Successful at 20 %",
                                   lambda s: e2e.applied(s)["canary"] == 20.0 and
@@ -138,19 +150,14 @@ class TestPromqlErrorsAbort(PromqlCase):
 class TestPromqlPredictionDrift(PromqlCase):
     """(b) prediction_kl from a PromQL vector by class: same distribution passes, a drift aborts."""
     prefix = "ve2e-pqb"
-    QUERY = 'sum by (class) (increase(model_predictions_total{job="{{variant}}"}[10s]))'
-
-    @classmethod
-    def config_text(cls, tb):
-        gates = promql_gate("drift", "prediction_kl", cls.QUERY, ", label: class, min_samples: 50, max: 0.2")
-        return e2e.for_prefix(e2e.ranker_config(rollout(gates)), tb.prefix)
+    GATES = promql_gate("drift", "prediction_kl",
+                        'sum by (class) (increase(model_predictions_total{job="{{variant}}"}[10s]))',
+                        ", label: class, min_samples: 50, max: 0.2")
 
     def test_prediction_drift_aborts(self):
         for v in ("blue", "canary"):
             self.tb.knobs(v, "predictions=cat:0.7,dog:0.3")
-        traffic = self.start_traffic("10.0.1.11-10.0.1.60", 250, 120, "--progress", 1)
-        traffic.next_progress()
-        self.veerd.rollout("ranker", "start")
+        traffic = self.start_rollout(250, 120)
         svc, _ = self.wait_status("drift gate Successful",
                                   lambda s: s["rollout"]["gates"][0]["last_result"] == "Successful", 20)
         time.sleep(3)  # more evaluations of one distribution: no false alarm
@@ -180,17 +187,13 @@ class TestPromqlErrorsAbortAfterFive(PromqlCase):
     """(c) nothing listens at one gate's address; the other's query is refused by Prometheus (a parse error)."""
     prefix = "ve2e-pqc"
 
-    @classmethod
-    def config_text(cls, tb):
-        gates = (promql_gate("unreachable", "error_ratio", "up", ", max: 1").replace(ADDRESS, "http://127.0.0.1:9")
-                 + promql_gate("refused", "error_ratio", 'sum(rate(model_requests_total{job="{{variant}}"}[5s]', ", max: 1"))
-        return e2e.for_prefix(e2e.ranker_config(rollout(gates, failure_limit=3)), tb.prefix)
+    GATES = (promql_gate("unreachable", "error_ratio", "up", ", max: 1").replace(ADDRESS, "http://127.0.0.1:9")
+             + promql_gate("refused", "error_ratio", 'sum(rate(model_requests_total{job="{{variant}}"}[5s]', ", max: 1"))
+    FAILURE_LIMIT = 3
 
     def test_five_errors_abort(self):
-        traffic = self.start_traffic("10.0.1.11-10.0.1.60", 100, 60, "--progress", 1)
-        traffic.next_progress()
+        traffic = self.start_rollout(100, 60)
         started = time.monotonic()
-        self.veerd.rollout("ranker", "start")
         svc, took = self.wait_aborted(20)
         events = self.veerd.events("ranker")
         self.print_events()
@@ -205,7 +208,7 @@ class TestPromqlErrorsAbortAfterFive(PromqlCase):
         self.assertIn("5 errors in a row", event[0]["message"])
         status = self.gate(svc, "unreachable")
         self.assertEqual((status["last_result"], status["consecutive_errors"]), ("Error", 5), status)
-        # Five intervals of 1 s, plus the start.
+        # Five intervals of 1 s: the first Error at the first tick, the fifth four intervals later.
         self.assertGreaterEqual(time.monotonic() - started, 4.0)
         print(f"  aborted {took:.1f} s after start: {event[0]['message']}", flush=True)
         traffic.stop()
@@ -215,19 +218,13 @@ class TestPromqlEmptyHolds(PromqlCase):
     """(d) a series no one exports: the gate is Inconclusive and the rollout holds once its pause is over."""
     prefix = "ve2e-pqd"
     EMPTY = 'sum(rate(model_requests_total{job="{{variant}}",code="599"}[5s]))'
-
-    @classmethod
-    def config_text(cls, tb):
-        gates = promql_gate("no_such_series", "error_ratio", cls.EMPTY, ", max: 0.01")
-        return e2e.for_prefix(e2e.ranker_config(rollout(gates, steps="[ {set_weight: 20}, {pause: 3s}, "
-                                                                      "{set_weight: 100} ]")), tb.prefix)
+    GATES = promql_gate("no_such_series", "error_ratio", EMPTY, ", max: 0.01")
+    STEPS = "[ {set_weight: 20}, {pause: 3s}, {set_weight: 100} ]"
 
     def test_empty_answer_holds(self):
-        traffic = self.start_traffic("10.0.1.11-10.0.1.60", 100, 90, "--progress", 1)
-        traffic.next_progress()
         # Prometheus itself answers an empty vector for it.
         self.assertEqual(self.prom.query(self.EMPTY.replace("{{variant}}", "canary"))["result"], [])
-        self.veerd.rollout("ranker", "start")
+        traffic = self.start_rollout(100, 90)
         svc, took = self.wait_status("rollout Holding", lambda s: s["rollout"]["phase"] == "Holding", 15)
         gate = self.gate(svc, "no_such_series")
         print(f"  held {took:.1f} s after start: {e2e.format_rollout(svc)}; {gate}", flush=True)
@@ -243,15 +240,10 @@ class TestPromqlEmptyFails(PromqlCase):
     """(d') the same empty answer with no_data: fail is a breach: two Failed (failure_limit 1) abort."""
     prefix = "ve2e-pqe"
 
-    @classmethod
-    def config_text(cls, tb):
-        gates = promql_gate("no_such_series", "error_ratio", TestPromqlEmptyHolds.EMPTY, ", max: 0.01, no_data: fail")
-        return e2e.for_prefix(e2e.ranker_config(rollout(gates)), tb.prefix)
+    GATES = promql_gate("no_such_series", "error_ratio", TestPromqlEmptyHolds.EMPTY, ", max: 0.01, no_data: fail")
 
     def test_empty_answer_fails(self):
-        traffic = self.start_traffic("10.0.1.11-10.0.1.60", 100, 60, "--progress", 1)
-        traffic.next_progress()
-        self.veerd.rollout("ranker", "start")
+        traffic = self.start_rollout(100, 60)
         svc, took = self.wait_aborted(15)
         gate = self.gate(svc, "no_such_series")
         event = self.abort_event(0)

@@ -399,12 +399,21 @@ class VeerCase(unittest.TestCase):
             require_veer(cls)
         cls.tb = Testbed(cls.prefix)
         cls.veerd = None
-        try:
+
+        def bring_up():
             cls.tb.up(cls.offloads)
             if cls.with_veerd:
                 cls.tb.write_config(cls.config_text(cls.tb))
                 cls.veerd = Veerd(cls.tb, cls.tb.config)
                 cls.veerd.start()
+        cls.set_up_or_tear_down(bring_up)
+
+    @classmethod
+    def set_up_or_tear_down(cls, step):
+        """Runs STEP() of setUpClass; if it fails, tears down what the class had brought up (tearDownClass) and
+        re-raises: unittest does not call tearDownClass after a failed setUpClass."""
+        try:
+            step()
         except BaseException:
             cls.tearDownClass()
             raise
