@@ -6,12 +6,15 @@ examples/prometheus-testbed.yml) and veerd every second; traffic at a steady rat
     blue, then the canary's model server answering 5 % errors raises its own error counter and the
     `model_errors` query aborts the rollout (abort event with the value Prometheus gave);
 (b) a prediction drift over model_predictions_total (prediction_kl from `sum by (class) (increase(...))`);
-(c) an unreachable Prometheus and a query Prometheus refuses: Error five times in a row, with the reason
-    (connection refused; Prometheus's own parse error), then the abort;
+(c) an unreachable Prometheus, a query Prometheus refuses, a redirect, a 2 MiB answer and an answer slower than
+    the deadline: Error five times in a row, each with its reason (connection refused; Prometheus's own parse
+    error; ...), then the abort;
 (d) a query with an empty answer: Inconclusive, and the rollout holds after its pause (no_data default);
     the same with no_data: fail aborts.
 Each case is its own class: a fresh testbed, veerd and Prometheus."""
 import os
+import subprocess
+import sys
 import time
 
 import yaml
@@ -183,13 +186,68 @@ class TestPromqlPredictionDrift(PromqlCase):
         traffic.stop()
 
 
-class TestPromqlErrorsAbortAfterFive(PromqlCase):
-    """(c) nothing listens at one gate's address; the other's query is refused by Prometheus (a parse error)."""
-    prefix = "ve2e-pqc"
+# A server in front of the real one that misbehaves by path prefix (bounded: it exits after 120 s):
+# /redirect answers 302 to the real Prometheus, /huge a 2 MiB body, /slow answers after 3 s.
+HOSTILE_PORT = 9092
+HOSTILE = r"""
+import http.server, socketserver, sys, threading, time
+class H(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def do_GET(self):
+        if self.path.startswith("/redirect/"):
+            self.send_response(302); self.send_header("Location", "http://127.0.0.1:9090" + self.path[9:])
+            self.send_header("Content-Length", "0"); self.end_headers(); return
+        if self.path.startswith("/slow/"):
+            time.sleep(3)
+        body = b'{"status":"success","data":{"resultType":"scalar","result":[1,"0"]},"pad":"' + \
+               (b"x" * (2 << 20) if self.path.startswith("/huge/") else b"") + b'"}'
+        self.send_response(200); self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body))); self.end_headers()
+        try:
+            self.wfile.write(body)
+        except OSError:
+            pass  # veerd hung up at its body bound, as it should
+class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+server = S(("127.0.0.1", int(sys.argv[1])), H)
+threading.Timer(120, server.shutdown).start()
+print("ready", flush=True)
+server.serve_forever()
+"""
 
+
+class TestPromqlErrorsAbortAfterFive(PromqlCase):
+    """(c) nothing listens at one gate's address; another's query is refused by Prometheus (a parse error); a
+    server in front of Prometheus redirects, sends 2 MiB or answers after 3 s (the deadline is half the 1 s
+    interval) for three more: each is Error with its reason, and five in a row abort."""
+    prefix = "ve2e-pqc"
     GATES = (promql_gate("unreachable", "error_ratio", "up", ", max: 1").replace(ADDRESS, "http://127.0.0.1:9")
-             + promql_gate("refused", "error_ratio", 'sum(rate(model_requests_total{job="{{variant}}"}[5s]', ", max: 1"))
+             + promql_gate("refused", "error_ratio", 'sum(rate(model_requests_total{job="{{variant}}"}[5s]', ", max: 1")
+             + "".join(promql_gate(name, "error_ratio", "up", ", max: 1").replace(ADDRESS, f"http://127.0.0.1:{HOSTILE_PORT}/{name}")
+                       for name in ("redirect", "huge", "slow")))
+    REASONS = {"unreachable": "Connection refused", "refused": "400 (bad_data)",
+               "redirect": "302 (redirects are not followed", "huge": "body larger than 1048576 bytes",
+               "slow": "no complete answer within 500"}
     FAILURE_LIMIT = 3
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+
+        def start_hostile():
+            cls.hostile_proc = subprocess.Popen(["ip", "netns", "exec", cls.tb.ns("lb"), sys.executable, "-c", HOSTILE,
+                                                 str(HOSTILE_PORT)], stdout=subprocess.PIPE, text=True)
+            assert cls.hostile_proc.stdout.readline().strip() == "ready"
+        cls.set_up_or_tear_down(start_hostile)
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            if getattr(cls, "hostile_proc", None) is not None:
+                cls.hostile_proc.kill()
+                cls.hostile_proc.wait()
+        finally:
+            super().tearDownClass()
 
     def test_five_errors_abort(self):
         traffic = self.start_rollout(100, 60)
@@ -198,11 +256,13 @@ class TestPromqlErrorsAbortAfterFive(PromqlCase):
         events = self.veerd.events("ranker")
         self.print_events()
         gates = [e for e in events if e["kind"] == "gate"]
-        for name, reason in (("unreachable", "refused"), ("refused", "bad_data")):
+        for name, reason in self.REASONS.items():
             mine = [e for e in gates if e["message"].startswith(f"gate {name}: Error")]
             self.assertEqual(len(mine), 5, f"{name}: five Errors before the abort: {gates}")
-            self.assertIn(reason, mine[0]["message"], mine[0])
+            for e in mine:
+                self.assertIn(reason, e["message"], e)
         self.assertIn("parse error", [e for e in gates if e["message"].startswith("gate refused:")][0]["message"])
+        self.assertTrue(self.veerd.alive())
         event = [e for e in events if e["kind"] == "abort"]
         self.assertEqual(len(event), 1, events)
         self.assertIn("5 errors in a row", event[0]["message"])
