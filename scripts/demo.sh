@@ -10,13 +10,15 @@
 # the VIP: the canary walks 5 -> 20 -> 50 % while the kernel gates (P95 latency, error rate, every second) stay
 # green; then the canary degrades (300 ms of added latency) and veer rolls it back by itself (canary weight 0
 # in one table flip), with the live status and the event log on screen.
+# Then the same canary judged by PromQL queries to a real Prometheus (examples/rollout-promql.yaml): the canary's
+# model server answering 5 % errors is rolled back by the query over its own counter.
 # Then the same rollout on the fleet testbed (three veer nodes, one three-member etcd): a weights change on one
 # node applied by all three, a canary started on node 3 and run by the leader (node 1), slowed for node 3's
 # clients only and aborted by the leader on the fleet-wide P95, canary weight 0 on every node.
 # Everything is cleaned up at the end, also on failure or Ctrl-C.
 #
 # Environment: VEER_BUILD_DIR (default: build), DEMO_FLOWS (default 2000), DEMO_SKIP_DEPS=1, DEMO_SKIP_BUILD=1,
-# DEMO_SKIP_SPLIT=1 (leaves out the split), DEMO_SKIP_FLEET=1 (leaves out the fleet part).
+# DEMO_SKIP_SPLIT=1 (leaves out the split), DEMO_SKIP_FLEET=1 (leaves out the fleet part), DEMO_SKIP_PROMQL=1 (leaves out the Prometheus part).
 set -Eeuo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,6 +35,7 @@ VEERD_PID=""
 LONG_PID=""
 TRAFFIC_PID=""
 WATCH_PID=""
+PROMETHEUS_PID=""
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 die() { echo "demo: $*" >&2; exit 1; }
@@ -75,6 +78,7 @@ cleanup() {
   [ -n "$TRAFFIC_PID" ] && kill "$TRAFFIC_PID" 2>/dev/null && wait "$TRAFFIC_PID" 2>/dev/null
   stop_veerd
   stop_fleet
+  [ -n "$PROMETHEUS_PID" ] && kill "$PROMETHEUS_PID" 2>/dev/null && wait "$PROMETHEUS_PID" 2>/dev/null
   "$ROOT/scripts/testbed.sh" down --prefix "$PREFIX"
   rm -rf "$WORK"
   if [ $rc -eq 0 ]; then echo "demo: done"; else echo "demo: FAILED (exit $rc)" >&2; fi
@@ -395,6 +399,58 @@ else:
     print("OK: no request failed: the slow canary answered slowly, then got no new traffic")
 sys.exit(0 if ok else 1)
 EOF
+
+# ---------------------------------------------------------------- the same canary judged by a real Prometheus
+if [ "${DEMO_SKIP_PROMQL:-0}" != 1 ]; then
+stop_veerd
+testbed_up
+say "Prometheus in the lb namespace (examples/prometheus-testbed.yml: the model servers and veerd, every second)"
+mkdir -p "$WORK/prometheus"
+ip netns exec "$PREFIX-lb" prometheus --config.file "$ROOT/examples/prometheus-testbed.yml" \
+  --storage.tsdb.path "$WORK/prometheus" --web.listen-address 127.0.0.1:9090 >"$WORK/prometheus.log" 2>&1 &
+PROMETHEUS_PID=$!
+promql() {  # promql EXPR: the first value of an instant query to the testbed's Prometheus ("-" if none)
+  ip netns exec "$PREFIX-lb" python3 -c '
+import json, sys, urllib.parse, urllib.request
+url = "http://127.0.0.1:9090/api/v1/query?" + urllib.parse.urlencode({"query": sys.argv[1]})
+r = json.load(urllib.request.urlopen(url, timeout=5))["data"]["result"]
+print(r[0]["value"][1] if r else "-")' "$1"
+}
+for _ in $(seq 100); do
+  ip netns exec "$PREFIX-lb" curl -sf http://127.0.0.1:9090/-/ready >/dev/null 2>&1 && break
+  sleep 0.2
+done
+start_veerd "$ROOT/examples/rollout-promql.yaml"
+client rate --dst "$VIP" --port 80 --src-range 10.0.1.11-10.0.1.60 --rate "$RATE" --duration 60 --progress 1 \
+  --stop-file "$WORK/stop-rate2" >"$WORK/rate2.jsonl" 2>"$WORK/rate2.err" &
+TRAFFIC_PID=$!
+sleep 3
+say "veerctl rollout start ranker   (examples/rollout-promql.yaml: gates are PromQL queries, every 1 s:"
+echo "   the canary's 5xx share from its model server's own counter, max 0.01; its p95 at most 1.5 x blue's)"
+veerctl rollout start ranker >/dev/null
+if watch_until 'w["canary"] == 20 and all(g["last_result"] == "Successful" for g in r["gates"])' 20 >/dev/null; then
+  ok "canary at 20 %; both PromQL gates Successful"
+else
+  fail "the PromQL gates were not Successful at 20 % within 20 s"
+fi
+veerctl status ranker
+say "the canary's model server answers 5 % of requests with HTTP 500 (control.py --variant canary error_rate=0.05)"
+python3 "$TOOLS/control.py" --prefix "$PREFIX" --variant canary error_rate=0.05 >/dev/null
+T0=$(date +%s.%N)
+if REACTION=$(watch_until 'w["canary"] == 0' 15 "$T0"); then
+  ok "the model_errors query aborted the rollout ${REACTION} s after the change (canary weight 0)"
+else
+  fail "the PromQL gate did not abort within 15 s"
+fi
+echo "Prometheus: canary 5xx answers so far: $(promql 'sum(model_requests_total{job="canary",code=~"5.."})')"
+veerctl events ranker | tail -4
+touch "$WORK/stop-rate2"
+wait "$TRAFFIC_PID" || true
+TRAFFIC_PID=""
+kill "$PROMETHEUS_PID" 2>/dev/null || true
+wait "$PROMETHEUS_PID" 2>/dev/null || true
+PROMETHEUS_PID=""
+fi
 
 # ---------------------------------------------------------------- one rollout on three nodes (fleet mode)
 if [ "${DEMO_SKIP_FLEET:-0}" != 1 ]; then
