@@ -202,7 +202,7 @@ class TestCompletionWithDaemon(e2e.VeerCase):
         # readline replaces what follows the last ':' only: the reply is the rest of the address.
         self.assertEqual(complete(f"{self.v} drain ranker 10.1.3.2:"), ["8080"])
         self.assertEqual(complete(f"{self.v} drain ranker6 [fd00:13::2]:"), ["8080"])
-        self.assertEqual(complete(f"{self.v} drain ranker6 [fd00:13"), ["[fd00:13::2]:8080"])
+        self.assertEqual(complete(f"{self.v} drain ranker6 [fd00:13"), ["13::2]:8080"])  # after "[fd00:"
 
     def test_interactive_tab(self):
         bash = InteractiveBash()
@@ -211,6 +211,7 @@ class TestCompletionWithDaemon(e2e.VeerCase):
             self.assertEqual(bash.type(f"{self.v} drain ranker 10.1.3"), f"{self.v} drain ranker 10.1.3.2:8080 X")
             self.assertEqual(bash.type(f"{self.v} drain ranker6 [fd00:13::2]:"),
                              f"{self.v} drain ranker6 [fd00:13::2]:8080 X")
+            self.assertEqual(bash.type(f"{self.v} drain ranker6 [fd00:13"), f"{self.v} drain ranker6 [fd00:13::2]:8080 X")
             self.assertEqual(bash.type(f"{ARGS.veerctl} --socket={self.sock} switch ranker gr"),
                              f"{ARGS.veerctl} --socket={self.sock} switch ranker green X")
             self.assertEqual(bash.type(f"{ARGS.veerctl} shut"), f"{ARGS.veerctl} shutdown X")
