@@ -18,8 +18,13 @@
 # Everything is cleaned up at the end, also on failure or Ctrl-C.
 #
 # Environment: VEER_BUILD_DIR (default: build), DEMO_FLOWS (default 2000), DEMO_SKIP_DEPS=1, DEMO_SKIP_BUILD=1,
-# DEMO_SKIP_SPLIT=1 (leaves out the split), DEMO_SKIP_FLEET=1 (leaves out the fleet part), DEMO_SKIP_PROMQL=1 (leaves out the Prometheus part).
+# DEMO_SKIP_SPLIT=1 (leaves out the split), DEMO_SKIP_FLEET=1 (leaves out the fleet part), DEMO_SKIP_PROMQL=1
+# (leaves out the Prometheus part), DEMO_STOP_AFTER_BUILD=1 (installs and builds, then stops: used by ctest
+# readme_commands).
 set -Eeuo pipefail
+# Root by `su` without `-` keeps the user's PATH, which lacks the sbin folders (dpkg needs ldconfig and
+# start-stop-daemon from there, the tests sysctl and ethtool): add them.
+case ":$PATH:" in *:/usr/sbin:*) ;; *) export PATH="/usr/local/sbin:/usr/sbin:/sbin:$PATH" ;; esac
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="${VEER_BUILD_DIR:-$ROOT/build}"
@@ -124,6 +129,14 @@ if [ "${DEMO_SKIP_BUILD:-0}" != 1 ]; then
   say "building ($BUILD)"
   cmake -S "$ROOT" -B "$BUILD" >/dev/null
   cmake --build "$BUILD" -j2
+fi
+# For the check that the README's commands work as typed (ctest readme_commands): the steps up to here, then
+# out before anything is started (nothing to clean up but the work folder).
+if [ "${DEMO_STOP_AFTER_BUILD:-0}" = 1 ]; then
+  trap - EXIT
+  rm -rf "$WORK"
+  echo "demo: stopped after the build (DEMO_STOP_AFTER_BUILD=1)"
+  exit 0
 fi
 VEERD="$BUILD/userspace/daemon/veerd"
 VEERCTL="$BUILD/userspace/ctl/veerctl"

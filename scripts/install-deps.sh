@@ -3,6 +3,9 @@
 # Idempotent: packages already present are left alone; apt-get update runs
 # only when something is missing.
 set -euo pipefail
+# Root by `su` without `-` keeps the user's PATH, which lacks the sbin folders (dpkg needs ldconfig and
+# start-stop-daemon from there, the tests sysctl and ethtool): add them.
+case ":$PATH:" in *:/usr/sbin:*) ;; *) export PATH="/usr/local/sbin:/usr/sbin:/sbin:$PATH" ;; esac
 
 PACKAGES=(
   # toolchain
@@ -21,6 +24,9 @@ PACKAGES=(
   # packaging and the node service (CPack DEB shlibdeps, postinst group, systemd-analyze verify; the unit
   # under a real systemd in a systemd-nspawn container: ctest e2e_systemd)
   dpkg-dev adduser systemd systemd-container
+  # man pages: scdoc turns packaging/man/*.scd into roff at build time; man-db and mandoc render and lint
+  # them (ctest package_man_pages); bash-completion loads the packaged completion (ctest e2e_package)
+  scdoc man-db mandoc bash-completion
   # `vagrant validate` of vagrant/Vagrantfile (ctest vagrant_validate)
   vagrant vagrant-libvirt
   # VM harness (scripts/vm-test.sh): QEMU, the initramfs (static busybox, cpio), kernel package

@@ -5,6 +5,9 @@
 #   e2e   (tests/e2e, network-namespace testbed with real TCP/UDP traffic)
 # Usage (as root): scripts/test.sh [ctest args...]   e.g. scripts/test.sh -L unit
 set -euo pipefail
+# Root by `su` without `-` keeps the user's PATH, which lacks the sbin folders (dpkg needs ldconfig and
+# start-stop-daemon from there, the tests sysctl and ethtool): add them.
+case ":$PATH:" in *:/usr/sbin:*) ;; *) export PATH="/usr/local/sbin:/usr/sbin:/sbin:$PATH" ;; esac
 cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The .deb on this machine: build it with CPack from the build tree, install it with dpkg -i, run the
 installed veerd --check-config on the installed example config, check the group veer, the unit, the conffile
-and `systemd-analyze verify` on the installed unit, then purge it and check that nothing of it is left.
+and `systemd-analyze verify` on the installed unit, the man pages (found by `man -w`, rendered without a groff
+warning) and the bash completion (loaded by bash-completion's loader), then purge it and check that nothing of it is left.
 
 Leaves the machine as it was: refuses to run (skips) where a veer package or files at the package's paths
 exist already, and deletes the group veer afterwards if it created it. Touches no testbed, namespace or
@@ -25,7 +26,12 @@ PACKAGE_FILES = [
     "/usr/lib/systemd/system/veerd.service",
     "/usr/lib/sysusers.d/veer.conf",
     "/etc/veer/veer.yaml",
+    "/usr/share/man/man1/veerctl.1.gz",
+    "/usr/share/man/man5/veer.yaml.5.gz",
+    "/usr/share/man/man8/veerd.8.gz",
+    "/usr/share/bash-completion/completions/veerctl",
 ]
+MAN_PAGES = [p for p in PACKAGE_FILES if p.startswith("/usr/share/man/")]
 
 
 def build_dir_of(binary):
@@ -100,6 +106,22 @@ class TestPackage(unittest.TestCase):
         self.assertEqual(check.stdout.strip(), "/etc/veer/veer.yaml: ok")
         self.assertIn("0.1.0", run(["/usr/sbin/veerd", "--version"]).stdout)
         self.assertEqual(run(["/usr/bin/veerctl", "--help"], check=False).returncode, 0)
+        self.assertEqual(run(["/usr/bin/veerctl", "--version"]).stdout, run(["/usr/sbin/veerd", "--version"])
+                         .stdout.replace("veerd", "veerctl"))
+
+        # man pages: found by name and rendered with every groff warning on, none given
+        env = dict(os.environ, MANWIDTH="80", LC_ALL="C.UTF-8")
+        for page in MAN_PAGES:
+            name, section = os.path.basename(page)[:-len(".gz")].rsplit(".", 1)
+            self.assertEqual(run(["man", "-w", section, name], env=env).stdout.strip(), page)
+            shown = run(["man", "--warnings", section, name], check=False, env=env)
+            self.assertEqual((shown.returncode, shown.stderr), (0, ""), page)
+            self.assertIn(f"{name}({section})", shown.stdout.splitlines()[0])
+        # bash completion: bash-completion's loader finds it by the command's name
+        loaded = run(["bash", "--norc", "-c", "source /usr/share/bash-completion/bash_completion && "
+                      "__load_completion veerctl && complete -p veerctl"], check=False)
+        self.assertEqual((loaded.returncode, loaded.stdout.strip()), (0, "complete -F _veerctl veerctl"),
+                         loaded.stderr)
 
         self.assertTrue(group_exists("veer"), "postinst did not create the group veer")
         self.assertLess(grp.getgrnam("veer").gr_gid, 1000, "veer must be a system group")

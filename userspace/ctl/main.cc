@@ -21,6 +21,7 @@
 #include "status_table.h"
 #include "config/config.h"
 #include "rollout/gate_inputs.h"
+#include "control/completion.h"
 #include "control/protocol.h"
 
 namespace po = boost::program_options;
@@ -33,6 +34,9 @@ constexpr int kExitOk = 0;
 constexpr int kExitRefused = 1;
 constexpr int kExitUsage = 2;
 constexpr int kAnswerTimeoutMs = 60000;
+// Shell completion waits on veerd while the user waits on the shell: a veerd
+// that does not answer within this gives no names rather than a stuck prompt.
+constexpr int kCompletionTimeoutMs = 2000;
 
 const char* kUsage =
     "usage: veerctl [--socket PATH] [--json] COMMAND ...\n"
@@ -179,7 +183,8 @@ Request build_request(const std::string& cmd, const std::vector<std::string>& ar
 
 // Sends one line, returns the answer line (without newline). Throws
 // std::runtime_error if the daemon cannot be reached or does not answer.
-std::string send_request(const std::string& socket_path, const std::string& request_line) {
+std::string send_request(const std::string& socket_path, const std::string& request_line,
+                         int timeout_ms = kAnswerTimeoutMs) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (socket_path.size() >= sizeof addr.sun_path) throw std::runtime_error("socket path too long: " + socket_path);
@@ -208,11 +213,13 @@ std::string send_request(const std::string& socket_path, const std::string& requ
     sent += static_cast<size_t>(n);
   }
   std::string answer;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kAnswerTimeoutMs);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   char buf[8192];
   for (;;) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) throw std::runtime_error("no answer from veerd within 60 s");
+    if (left.count() <= 0) {
+      throw std::runtime_error("no answer from veerd within " + std::to_string(timeout_ms / 1000) + " s");
+    }
     pollfd p{fd, POLLIN, 0};
     const int ready = poll(&p, 1, static_cast<int>(left.count()));
     if (ready < 0 && errno == EINTR) continue;
@@ -319,12 +326,36 @@ int print_events(const std::string& socket_path, EventsRequest r, bool follow, b
   }
 }
 
+// veerctl __complete services | variants SERVICE | backends SERVICE: the
+// names the bash completion offers (packaging/bash-completion/veerctl), one a
+// line, from a status request (read-only) to the running veerd. Hidden from
+// --help. Quiet by design: no daemon, a refused request or a bad word give
+// exit status 1 and no output, so completion offers nothing.
+int print_completion_names(const std::string& socket_path, const std::vector<std::string>& args) {
+  if (args.empty() || args.size() > 2) return kExitRefused;
+  const std::optional<CompletionKind> kind = completion_kind_from_string(args[0]);
+  if (!kind || (*kind == CompletionKind::Services) != (args.size() == 1)) return kExitRefused;
+  StatusRequest request;
+  if (args.size() == 2) request.service = args[1];
+  try {
+    const Answer answer = parse_answer(send_request(socket_path, to_json(Request{request}).dump(), kCompletionTimeoutMs));
+    if (!answer.ok) return kExitRefused;
+    for (const auto& name : completion_names(answer.result, *kind, args.size() == 2 ? args[1] : "")) {
+      std::cout << name << "\n";
+    }
+  } catch (const std::exception&) {
+    return kExitRefused;
+  }
+  return kExitOk;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   po::options_description visible("options");
   visible.add_options()                                                           //
       ("help,h", "show this help")                                                //
+      ("version", "print veerctl's version and exit")                             //
       ("socket,s", po::value<std::string>(), "control socket path")               //
       ("json", "print the daemon's answer line as is")                            //
       ("force", "weights/switch: apply even while a rollout runs")                //
@@ -351,7 +382,11 @@ int main(int argc, char** argv) {
     return kExitUsage;
   }
   if (vm.count("help")) {
-    std::cout << kUsage << "\n" << visible;
+    std::cout << "veerctl " << veer::kVersion << "\n" << kUsage << "\n" << visible;
+    return kExitOk;
+  }
+  if (vm.count("version")) {
+    std::cout << "veerctl " << veer::kVersion << "\n";
     return kExitOk;
   }
   if (!vm.count("command")) {
@@ -361,6 +396,11 @@ int main(int argc, char** argv) {
   const std::string cmd = vm["command"].as<std::string>();
   const std::vector<std::string> args =
       vm.count("args") ? vm["args"].as<std::vector<std::string>>() : std::vector<std::string>{};
+
+  std::string socket_path = "/run/veer/veer.sock";
+  if (const char* env = std::getenv("VEER_SOCKET"); env != nullptr && *env != '\0') socket_path = env;
+  if (vm.count("socket")) socket_path = vm["socket"].as<std::string>();
+  if (cmd == "__complete") return print_completion_names(socket_path, args);
 
   Flags flags;
   flags.force = vm.count("force") > 0;
@@ -378,10 +418,6 @@ int main(int argc, char** argv) {
     std::cerr << "veerctl: " << e.what() << "\n" << kUsage;
     return kExitUsage;
   }
-
-  std::string socket_path = "/run/veer/veer.sock";
-  if (const char* env = std::getenv("VEER_SOCKET"); env != nullptr && *env != '\0') socket_path = env;
-  if (vm.count("socket")) socket_path = vm["socket"].as<std::string>();
 
   if (flags.watch) return watch_status(socket_path, request);
   if (cmd == "events") return print_events(socket_path, std::get<EventsRequest>(request), flags.follow, vm.count("json") > 0);

@@ -15,11 +15,12 @@
 #include <nlohmann/json.hpp>
 
 #include "config/net.h"
+#include "control/version.h"  // generated (CMake): the project version
 
 namespace veer::protocol {
 
 inline constexpr std::size_t kMaxLineBytes = 65536;  // a longer line is "too_large"
-inline constexpr const char* kVersion = "0.1.0";
+inline constexpr const char* kVersion = veer::kVersion;
 
 enum class ErrorCode {
   BadJson,           // not parseable as JSON (also truncated)
