@@ -89,7 +89,6 @@ class TestPrometheus(e2e.RolloutCase):
                                   scrape_interval=f"{SCRAPE_INTERVAL}s",
                                   rule_files=[source_path("packaging", "prometheus", "veer.rules.yml")])
             cls.prom.start()
-            cls.started_at = time.time()
             for dst, src in ((e2e.VIP4, "10.0.1.11-10.0.1.40"), (e2e.VIP6, "fd00:1::11-fd00:1::40")):
                 cls.traffic.append(cls.tb.rate_client("--dst", dst, "--port", 80, "--src-range", src, "--rate", 60,
                                                       "--duration", 600, "--timeout", 5))
@@ -97,6 +96,7 @@ class TestPrometheus(e2e.RolloutCase):
                 answer = cls.veerd.rollout(service, "start")
                 print(f"  rollout start {service}: {answer['result']}", flush=True)
             cls.prom.wait_targets_up()
+            cls.scraped_since = time.time()  # the dashboard's range starts here: before it, no samples
             # the canary at its 20 % step with gates evaluated; the A/B with flows in both arms (its SRM p)
             e2e.wait_for("ranker's canary at 20 % with a gate evaluated", lambda: cls._canary_evaluated(),
                          e2e.scaled(20), 0.2)
@@ -156,8 +156,11 @@ class TestPrometheus(e2e.RolloutCase):
     def test_c_dashboard_queries_return_data(self):
         dashboard = veer_dashboard.load(source_path("packaging", "grafana", "veer-dashboard.json"))
         self.assertEqual(veer_dashboard.shape_problems(dashboard), [])
+        # A range of three rate windows at least ($__rate_interval: 4 scrapes), so that a rate() has points in
+        # it also when this test runs alone right after setUpClass.
+        start = self.scraped_since
+        time.sleep(max(0.0, start + 3 * 4 * SCRAPE_INTERVAL - time.time()))
         end = time.time()
-        start = self.started_at
         intervals = veer_dashboard.builtins(end - start, SCRAPE_INTERVAL)
         # the variables, in order, as Grafana resolves them (All selected): label values over the range
         selected = {}
