@@ -38,10 +38,15 @@ PACKAGES=(
   # folder, and etcdctl to look at what veer wrote
   etcd-server etcd-client
   openssl                         # the etcd TLS tests make their CA and certificates with it
+  # Prometheus 2.42 and promtool: `promtool check/test rules` of packaging/prometheus, the dashboard's
+  # queries parsed (ctest promtool_*, grafana_dashboard_check) and a real Prometheus scraping the testbed
+  # (tests/e2e/veer_prometheus.py, e2e_prometheus), started by the tests in a namespace
+  prometheus
 )
 # Packages whose postinst would start a system-wide service listening on the host (port 80, etcd's 2379
-# etc.): bench/race runs them only inside its own network namespaces, the fleet tests their own etcd.
-SERVICE_PACKAGES=(nginx-light haproxy etcd-server)
+# etc.): bench/race runs them only inside its own network namespaces, the fleet tests their own etcd, the
+# Prometheus tests their own prometheus (the package's would listen on :9090 and scrape the host).
+SERVICE_PACKAGES=(nginx-light haproxy etcd-server prometheus)
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "install-deps.sh: run as root (apt-get)" >&2

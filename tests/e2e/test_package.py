@@ -30,6 +30,9 @@ PACKAGE_FILES = [
     "/usr/share/man/man5/veer.yaml.5.gz",
     "/usr/share/man/man8/veerd.8.gz",
     "/usr/share/bash-completion/completions/veerctl",
+    "/usr/share/veer/prometheus/veer.rules.yml",
+    "/usr/share/veer/prometheus/veer.rules.test.yml",
+    "/usr/share/veer/grafana/veer-dashboard.json",
 ]
 MAN_PAGES = [p for p in PACKAGE_FILES if p.startswith("/usr/share/man/")]
 
@@ -135,12 +138,20 @@ class TestPackage(unittest.TestCase):
         verify = run(["systemd-analyze", "verify", "--man=no", unit], check=False, cwd=self.work)
         self.assertEqual((verify.returncode, verify.stdout + verify.stderr), (0, ""))
 
+        # the shipped Prometheus rules pass their own unit tests where they were installed (docs/prometheus.md)
+        if shutil.which("promtool"):
+            rules = run(["promtool", "test", "rules", "veer.rules.test.yml"], check=False,
+                        cwd="/usr/share/veer/prometheus")
+            self.assertEqual(rules.returncode, 0, rules.stdout + rules.stderr)
+        else:
+            print("  promtool not here (package prometheus): installed rules not tested", flush=True)
+
         conffiles = run(["dpkg-query", "-W", "-f=${Conffiles}", "veer"]).stdout
         self.assertIn("/etc/veer/veer.yaml", conffiles)
 
         run(["dpkg", "--purge", "veer"], timeout=120)
         self.assertFalse(package_installed())
-        left = [p for p in PACKAGE_FILES + ["/etc/veer", "/var/lib/veer"] if os.path.exists(p)]
+        left = [p for p in PACKAGE_FILES + ["/etc/veer", "/var/lib/veer", "/usr/share/veer"] if os.path.exists(p)]
         self.assertEqual(left, [], "left behind by purge")
 
 

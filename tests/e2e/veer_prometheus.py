@@ -220,7 +220,9 @@ class Prometheus:
         return len(active) == expected and all(t["health"] == "up" for t in active)
 
     def wait_targets_up(self, timeout=30):
-        """Waits until targets_up(); the error names the targets that are not up and why."""
+        """Waits until targets_up(); the error names the targets that are not up and why. Prometheus scrapes
+        first about 5 s after it is ready (its discovery manager hands targets on every 5 s): a test that
+        needs samples waits for this, or for a query (wait_for), not for start()."""
         last = []
 
         def check():
