@@ -32,6 +32,9 @@ PACKAGES=(
   # folder, and etcdctl to look at what veer wrote
   etcd-server etcd-client
   openssl                         # the etcd TLS tests make their CA and certificates with it
+  # the live view (docs/view.md): e2e_live_view renders veerd's page and `veerctl report`'s file in
+  # headless chromium and asserts on the DOM and takes screenshots
+  chromium
 )
 # Packages whose postinst would start a system-wide service listening on the host (port 80, etcd's 2379
 # etc.): bench/race runs them only inside its own network namespaces, the fleet tests their own etcd.
