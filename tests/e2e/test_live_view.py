@@ -8,70 +8,17 @@ raised to 300 ms and the rollout aborts, the page shows the Aborted phase and th
 `veerctl report` writes one HTML file that holds the steps, the abort and the gate bounds, and chromium
 renders it from file:// in a network namespace of its own (no network at all). Screenshots go to
 build/test-artifacts/live-view-*.png (or $VEER_TEST_ARTIFACTS); their paths are printed."""
-import html.parser
 import json
 import os
 import re
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 
+import veer_browser as browser
 import veer_e2e as e2e
+from veer_browser import Dom
 
 METRICS = "127.0.0.1:9469"  # examples/rollout-canary.yaml's metrics_listen, in the lb namespace
-
-
-class Dom(html.parser.HTMLParser):
-    """Every element of a document with its attributes and its ancestors' (enough for the queries below)."""
-    VOID = {"meta", "link", "br", "img", "input", "hr", "col", "area", "base", "source", "wbr"}
-
-    def __init__(self, text):
-        super().__init__()
-        self.elements, self._stack = [], []
-        self.feed(text)
-
-    def handle_starttag(self, tag, attrs):
-        el = {"tag": tag, "attrs": dict(attrs), "ancestors": list(self._stack), "text": []}
-        self.elements.append(el)
-        if tag not in self.VOID:
-            self._stack.append(el)
-
-    def handle_startendtag(self, tag, attrs):  # <path .../> in SVG
-        self.elements.append({"tag": tag, "attrs": dict(attrs), "ancestors": list(self._stack), "text": []})
-
-    def handle_endtag(self, tag):
-        for i in range(len(self._stack) - 1, -1, -1):
-            if self._stack[i]["tag"] == tag:
-                del self._stack[i:]
-                break
-
-    def handle_data(self, data):
-        for el in self._stack:
-            el["text"].append(data)
-
-    @staticmethod
-    def has_class(el, cls):
-        return cls in el["attrs"].get("class", "").split()
-
-    def find(self, tag=None, cls=(), within=None, **attrs):
-        """Elements of TAG with every class of CLS and the ATTRS (data_x -> data-x), inside an element that
-        WITHIN(element) accepts."""
-        cls = (cls,) if isinstance(cls, str) else cls
-        want = {k.replace("_", "-"): v for k, v in attrs.items()}
-        out = []
-        for el in self.elements:
-            if tag and el["tag"] != tag:
-                continue
-            if not all(self.has_class(el, c) for c in cls):
-                continue
-            if any(el["attrs"].get(k) != v for k, v in want.items()):
-                continue
-            if within and not any(within(a) for a in el["ancestors"]):
-                continue
-            out.append(el)
-        return out
 
 
 def artifacts_dir():
@@ -106,25 +53,13 @@ class TestLiveView(e2e.RolloutCase):
         return json.loads(body)
 
     def chromium(self, url, *, screenshot=None, netns=True, budget_ms=4000):
-        """Headless chromium on URL: the rendered DOM (--dump-dom), or a screenshot to SCREENSHOT. In the lb
-        namespace (NETNS, where veerd's metrics_listen is), or in a namespace with no network at all."""
-        profile = tempfile.mkdtemp(prefix="veer-e2e-chromium-")
-        self.addCleanup(shutil.rmtree, profile, True)
-        args = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                "--disable-dev-shm-usage", f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}"]
+        """The rendered DOM of URL, or a screenshot to SCREENSHOT; in the lb namespace (NETNS, where veerd's
+        metrics_listen is), or in a network namespace of its own with no network at all."""
+        dom = browser.render(self, url, netns=self.tb.ns("lb") if netns else None, screenshot=screenshot,
+                             budget_ms=budget_ms)
         if screenshot:
-            args += [f"--screenshot={screenshot}", "--window-size=1280,1150", "--hide-scrollbars"]
-        else:
-            args += ["--dump-dom"]
-        wrap = ["ip", "netns", "exec", self.tb.ns("lb")] if netns else ["unshare", "--net"]
-        proc = subprocess.run(wrap + args + [url], capture_output=True, text=True, timeout=e2e.scaled(90))
-        if proc.returncode != 0:
-            self.fail(f"chromium {url} -> {proc.returncode}: {proc.stderr[-2000:]}")
-        if screenshot:
-            self.assertTrue(os.path.getsize(screenshot) > 10_000, f"{screenshot}: empty screenshot")
             print(f"  screenshot: {screenshot}", flush=True)
-            return None
-        return Dom(proc.stdout)
+        return dom
 
     def service_section(self, dom, name="ranker"):
         sections = dom.find("section", cls="service", data_service=name)

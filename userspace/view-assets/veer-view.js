@@ -67,7 +67,7 @@
     for (const b of opts.bounds || []) {
       if (!isFinite(b.y)) continue;
       s.append(svg("line", {class: "bound", x1: L, x2: W - R, y1: Y(b.y), y2: Y(b.y), "data-bound": b.y}));
-      s.append(svg("text", {x: L + 3, y: Y(b.y) - 3}, b.label));
+      s.append(svg("text", {x: W - R - 2, y: Y(b.y) - 3, "text-anchor": "end"}, b.label));
     }
     for (const se of opts.series) {
       let d = "", pen = false, last = null, n = 0;
@@ -88,7 +88,9 @@
       if (m.t < x0 || m.t > x1) continue;
       const g = svg("g", {class: "marker " + m.cls, "data-t": m.t});
       g.append(svg("line", {class: "marker " + m.cls, x1: X(m.t), x2: X(m.t), y1: T, y2: H - B}));
-      g.append(svg("text", {x: X(m.t) + 3, y: T + 10}, m.label));
+      // Labels at the foot of the line (bounds are labelled at the top), turned left near the right edge.
+      const right = X(m.t) > W - R - 60;
+      g.append(svg("text", {x: X(m.t) + (right ? -3 : 3), y: H - B - 4, "text-anchor": right ? "end" : "start"}, m.label));
       s.append(g);
     }
     return s;
@@ -171,10 +173,15 @@
                       points: h.t.map((t, i) => [t, g.value[i], g.result[i]])};
     } else if (r) {
       const t1 = r.outcome ? r.outcome.t : Date.parse(r.events[r.events.length - 1].time);
-      // Gate events come on a change of result and on every failure only: points, no line between them.
-      for (const [name, g] of Object.entries(r.gates))
-        gates[name] = {name, max: g.max, min: g.min, t0: r.started_at_ms, t1: t1 + 1000, line: false,
-                       points: g.points.map((p) => [p.t, p.value, p.result])};
+      // Gate events come on a change of result and on every failure only: points, no line between them,
+      // joined by the sampled history where it covers the rollout (the last ten minutes).
+      for (const [name, g] of Object.entries(r.gates)) {
+        const points = g.points.map((p) => [p.t, p.value, p.result]);
+        const hg = h && h.gates[name];
+        if (hg) h.t.forEach((t, i) => { if (t >= r.started_at_ms && t <= t1) points.push([t, hg.value[i], hg.result[i]]); });
+        points.sort((a, b) => a[0] - b[0]);
+        gates[name] = {name, max: g.max, min: g.min, t0: r.started_at_ms, t1: t1 + 1000, line: false, points};
+      }
     }
     for (const [key, g] of Object.entries(gates)) {
       const bounds = [];
