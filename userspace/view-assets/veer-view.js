@@ -135,7 +135,7 @@
         series.push({cls: "step", variant: n, color: colorOf(names, n), step: true,
                      points: r.steps.filter((s) => n in s.weights).map((s) => [s.t, s.weights[n]])});
     } else {
-      return el("p", {class: "muted no-weights"}, "no samples yet");
+      return el("p", {class: "muted no-weights"}, report ? "no weight changed in this rollout" : "no samples yet");
     }
     return chart("weights-chart", "weights-chart-" + doc.service,
                  {t0, t1, ymin: 0, ymax: 100, series, markers: markersOf(r), title: "weights of " + doc.service + " (%)"});
@@ -249,7 +249,7 @@
     const head = el("div", {class: "service-head"}, el("h2", {}, doc.service), el("span", {class: "muted"}, `${st.vip}:${st.port}/${st.protocol}`));
     if (ro) {
       head.append(el("span", {class: "strategy"}, ro.strategy), el("span", {class: "phase", "data-phase": phase}, phase),
-                  el("span", {class: "step"}, `step ${Math.min(ro.step + 1, ro.steps)}/${ro.steps}`));
+                  ro.steps ? el("span", {class: "step"}, `step ${Math.min(ro.step + 1, ro.steps)}/${ro.steps}`) : "");
       if (ro.pause_remaining_ms !== null) head.append(el("span", {class: "muted"}, `pause ${(ro.pause_remaining_ms / 1000).toFixed(0)} s left`));
       if (ro.abort_reason) head.append(el("span", {class: "abort-reason"}, ro.abort_reason));
     } else {
