@@ -1,6 +1,7 @@
 // The live view's history and documents (view/history.h, view/documents.h).
 #include <gtest/gtest.h>
 
+#include "veer/view_assets.h"
 #include "view/documents.h"
 #include "view/history.h"
 
@@ -265,6 +266,37 @@ TEST(ViewRoutes, PathsOfThePageTheAssetsAndTheApi) {
                           "/api/v1/services/a%4", "/api/v1/services/%zz", "/api/v1", "/assets/other.js", "/metrics2",
                           "", "/api/v2/services"})
     EXPECT_FALSE(route_of(bad)) << bad;
+}
+
+}  // namespace
+}  // namespace veer::view
+
+namespace veer::view {
+namespace {
+
+// The files compiled into veerd and veerctl: a report made of them inlines both assets, and neither can end
+// the element it is inlined into or reach for anything outside the file.
+TEST(ViewAssets, TheRealPageMakesASelfContainedReport) {
+  const auto page = view_assets::get("index.html");
+  const auto css = view_assets::get("veer-view.css");
+  const auto js = view_assets::get("veer-view.js");
+  ASSERT_TRUE(page && css && js);
+  EXPECT_FALSE(view_assets::get("other.js"));
+  auto count = [](std::string_view text, std::string_view what) {
+    size_t n = 0;
+    for (size_t at = text.find(what); at != std::string_view::npos; at = text.find(what, at + 1)) ++n;
+    return n;
+  };
+  for (const std::string_view text : {*css, *js}) {
+    EXPECT_EQ(text.find("</"), std::string_view::npos) << "an inlined asset must not hold \"</\"";
+    EXPECT_EQ(count(text, "http://"), count(text, "http://www.w3.org/2000/svg")) << "only the SVG namespace";
+    EXPECT_EQ(text.find("https://"), std::string_view::npos);
+  }
+  const nlohmann::json doc{{"service", "ranker"}, {"rollout", nullptr}};
+  const std::string html = report_html(*page, *css, *js, doc);
+  EXPECT_EQ(html.find("/assets/"), std::string::npos);
+  EXPECT_NE(html.find("window.VEER_REPORT = {"), std::string::npos);
+  EXPECT_NE(html.find(std::string(*js)), std::string::npos);
 }
 
 }  // namespace
