@@ -141,6 +141,10 @@ class TestLiveView(e2e.RolloutCase):
         self.assertEqual(set(variants), {"blue", "canary"})
         rate = "".join(dom.find("td", cls="flows-per-s", within=lambda a: a is variants["blue"])[0]["text"])
         self.assertGreater(float(rate), 50.0, "blue's flows/s at 250 requests/s x 80 %")
+        for field in ("flows_per_s", "latency_p95_ms", "error_rate"):
+            lines = dom.find("path", cls=("traffic", field), within=lambda a: a["attrs"].get("data-field") == field)
+            self.assertEqual(sorted(p["attrs"]["data-variant"] for p in lines), ["blue", "canary"], field)
+            self.assertGreaterEqual(min(int(p["attrs"]["data-points"]) for p in lines), 2, field)
         self.assertEqual(dom.find(cls=("marker", "abort")), [], "no abort marker yet")
         self.assertTrue(dom.find("li", cls="event", data_kind="started"))
         self.chromium(f"http://{METRICS}/", screenshot=os.path.join(arts, "live-view-canary.png"))

@@ -6,6 +6,7 @@
 // Stable hooks for tests and scripts: section.service[data-service][data-phase],
 // .weights-chart path.desired|applied|step[data-variant], .marker.abort|completed,
 // tr.gate-row[data-gate][data-result], tr.variant-row[data-variant],
+// .traffic-chart[data-field=flows_per_s|latency_p95_ms|error_rate] path[data-variant],
 // ol.timeline li.event[data-kind], .ab-verdict, tr.node-row[data-node].
 "use strict";
 (function () {
@@ -196,6 +197,23 @@
     return out;
   }
 
+  // Per variant over the sampled history: flows/s, p95 and error rate (live view only; a report's history
+  // may not cover its rollout).
+  function trafficCharts(doc) {
+    const h = doc.history, out = el("div", {class: "traffic-charts columns"});
+    if (!h || h.t.length < 2) return out;
+    const names = doc.status.variants.map((v) => v.name);
+    for (const [field, title] of [["flows_per_s", "flows/s"], ["latency_p95_ms", "p95 ms"], ["error_rate", "error rate"]]) {
+      const series = names.filter((n) => h.variants[n]).map((n) => ({cls: "traffic " + field, variant: n, color: colorOf(names, n),
+                                                                      points: h.t.map((t, i) => [t, h.variants[n][field][i]])}));
+      const box = el("div", {class: "traffic-chart", "data-field": field}, el("h3", {}, title));
+      box.append(chart("traffic-chart", "traffic-chart-" + doc.service + "-" + field,
+                       {t0: h.t[0], t1: h.t[h.t.length - 1], width: 340, height: 130, series, markers: markersOf(doc.rollout)}));
+      out.append(box);
+    }
+    return out;
+  }
+
   function variantTable(doc) {
     const h = doc.history;
     const t = el("table", {class: "variants"}, el("thead", {}, el("tr", {}, ...["variant", "desired %", "applied %", "flows/s", "p95 ms", "error rate", "flows"].map((c) => el("th", {}, c)))));
@@ -261,6 +279,7 @@
     const names = st.variants.map((v) => v.name);
     sec.append(el("h3", {}, report ? "Weights: the rollout's steps" : "Weights, last minutes"), legend(names, report), weightsChart(doc, report));
     sec.append(el("h3", {}, "Variants"), variantTable(doc));
+    if (!report) sec.append(trafficCharts(doc));
     if (ro) sec.append(el("h3", {}, "Gates"), gateTable(doc, report), gateCharts(doc, report));
     const ab = abVerdict(doc);
     if (ab) sec.append(ab);
