@@ -42,6 +42,9 @@ PACKAGES=(
   # queries parsed (ctest promtool_*, grafana_dashboard_check) and a real Prometheus scraping the testbed
   # (tests/e2e/veer_prometheus.py, e2e_prometheus), started by the tests in a namespace
   prometheus
+  # the live view (docs/view.md): e2e_live_view renders veerd's page and `veerctl report`'s file in
+  # headless chromium and asserts on the DOM and takes screenshots
+  chromium
 )
 # Packages whose postinst would start a system-wide service listening on the host (port 80, etcd's 2379
 # etc.): bench/race runs them only inside its own network namespaces, the fleet tests their own etcd, the

@@ -4,7 +4,8 @@ each steering its own client namespace's connections to the shared backends, one
 real three-member etcd.
 (a) `weights` on node 1: every node applies the same version; `which` gives the same variant and backend for
     1,000 keys on every node; each node's busy client (one address, reused source ports) sees the weights; a
-    `switch` from node 3 reaches node 1's reused ports at once (0 connections to the old variants).
+    `switch` from node 3 reaches node 1's reused ports at once (0 connections to the old variants); the live
+    view on node 2 lists the three nodes at that version (/api/v1/nodes and the page in headless chromium).
 (e) the etcd majority stopped: traffic keeps flowing on the last tables with 0 errors, a table request is
     refused and changes nothing, status says etcd is unreachable; once etcd is back a change applies everywhere.
 (f) node 2 cut off during two changes: it keeps its table and serves its clients' existing state, never applies
@@ -16,6 +17,7 @@ import json
 import re
 import time
 
+import veer_browser as browser
 import veer_e2e as e2e
 import veer_fleet
 
@@ -133,6 +135,24 @@ class TestFleet(veer_fleet.FleetCase):
         text = self.nodes[2].ctl("nodes").stdout
         self.assertIn("node-2 (this)", text)
         self.assertIn(f"{SERVICE} v{version}", text)
+
+        # the live view's fleet nodes (docs/view.md) on node 2: the API (etcd read at most once a second, the
+        # first request starting the read) and the page's node rows, as headless chromium renders them
+        node2, url = self.fleet.node(2), "http://127.0.0.1:9469"
+
+        def three_nodes():
+            doc = json.loads(node2.fetch("lb", url + "/api/v1/nodes"))
+            return doc if len(doc.get("nodes") or []) == 3 else None
+        view, _ = e2e.wait_for("node 2's /api/v1/nodes listing three nodes", three_nodes, e2e.scaled(5), 0.2)
+        self.assertEqual(view["self"], "node-2")
+        self.assertEqual({n["node"]: n["services"][SERVICE]["applied_version"] for n in view["nodes"]},
+                         {f"node-{n}": version for n in (1, 2, 3)})
+        dom = browser.render(self, url + "/", netns=node2.ns("lb"))
+        rows = {r["attrs"]["data-node"]: r for r in dom.find("tr", cls="node-row")}
+        self.assertEqual(sorted(rows), ["node-1", "node-2", "node-3"])
+        for name, row in rows.items():
+            cells = dom.find("td", cls="applied-version", data_service=SERVICE, within=lambda a, row=row: a is row)
+            self.assertEqual(["".join(c["text"]) for c in cells], [str(version)], name)
 
         # A switch from node 3: node 1's client, on the same reused ports, reaches blue only, at once.
         answer = self.change(3, "switch", SERVICE, "blue")

@@ -4,14 +4,20 @@ client addresses through the VIP, every client stays in one variant (the load cl
 `veerctl which`); conversions pushed with `veerctl push` (the "1*N" / "0*N" forms) at 10 % (blue) vs 13 %
 (canary): with a small sample the report is still collecting and not significant; once each arm has the
 sample the report asks for, it declares the difference significant; the sample-ratio-mismatch check of the
-kernel's flow counts does not fire; veerd killed (-9) and started again gives the same report.
+kernel's flow counts does not fire; `veerctl report` carries the verdict, which chromium renders from the
+file; veerd killed (-9) and started again gives the same report.
 
 The clients are chosen (with `veerctl which`) as the same number per arm: with client-ip affinity a client is
 the unit of assignment, so equal request rates per client give flow counts in the weights' ratio, which is
 what the SRM check compares."""
+import json
 import os
+import re
+import shutil
+import tempfile
 import time
 
+import veer_browser as browser
 import veer_e2e as e2e
 
 PER_ARM = 15
@@ -106,6 +112,19 @@ class TestAb(e2e.RolloutCase):
         print(f"  flows per arm (kernel): {flows}; srm p {rep['srm_p_value']}", flush=True)
         self.assertGreaterEqual(sum(flows.values()), 1600, flows)
         self.assertGreater(min(flows.values()), 0, flows)
+
+        # veerctl report (docs/view.md): the file carries this verdict, and chromium shows it from file://
+        # with no network
+        out = os.path.join(tempfile.mkdtemp(prefix="veer-e2e-ab-report-"), "ranker.html")
+        self.addCleanup(shutil.rmtree, os.path.dirname(out), True)
+        self.veerd.ctl("report", "ranker", "-o", out)
+        with open(out, encoding="utf-8") as f:
+            embedded = json.loads(re.search(r"window\.VEER_REPORT = (.*?);</script>", f.read(), re.S).group(1))
+        self.assertEqual(embedded["ab"]["verdict"], rep["verdict"])
+        self.assertEqual({v["variant"]: v["n"] for v in embedded["ab"]["variants"]}, {"blue": 3000, "canary": 3000})
+        dom = browser.render(self, "file://" + out, budget_ms=2000)
+        verdict = dom.find("p", cls="verdict", within=lambda a: browser.Dom.has_class(a, "ab-verdict"))
+        self.assertEqual(["".join(v["text"]) for v in verdict], [rep["verdict"]])
 
         # kill -9 and start again: the experiment's data is on disk (state.json's rollout_totals, written
         # before each push is answered), the flow counters live in pinned maps: the same report

@@ -384,3 +384,90 @@ TEST(MetricsServerStart, ServesOnIpv6LoopbackAndHostNames) {
 
 }  // namespace
 }  // namespace veer::net
+
+namespace veer::net {
+namespace {
+
+using test::IoThread;
+using test::RawClient;
+
+// The route callback (veerd's live view): its pages, 404 for nullopt, 500 for
+// an exception, and no call at all for a method that is not GET or HEAD.
+class MetricsServerRoutesTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    port_ = io_.run([&] {
+      server_ = std::make_unique<MetricsServer>(
+          io_.io, [] { return std::string("# metrics\n"); },
+          [this](std::string_view path) -> std::optional<MetricsServer::Page> {
+            paths_.emplace_back(path);
+            if (path == "/") return MetricsServer::Page{200, "text/html; charset=utf-8", "<html>view</html>"};
+            if (path == "/api/v1/services") return MetricsServer::Page{200, "application/json", R"({"services":[]})"};
+            if (path == "/api/v1/services/gone")
+              return MetricsServer::Page{404, "application/json", R"({"error":"no service"})"};
+            if (path == "/boom") throw std::runtime_error("status unavailable");
+            return std::nullopt;
+          },
+          MetricsServer::Options{});
+      server_->start("127.0.0.1:0");
+      return server_->local_endpoint().port();
+    });
+  }
+  void TearDown() override {
+    io_.run([&] { server_.reset(); });
+  }
+  std::string request(const std::string& text) {
+    RawClient c(port_);
+    c.send(text);
+    return c.read_all();
+  }
+  std::vector<std::string> paths() {
+    return io_.run([&] { return paths_; });
+  }
+
+  IoThread io_;
+  std::unique_ptr<MetricsServer> server_;
+  uint16_t port_ = 0;
+  std::vector<std::string> paths_;  // on the io thread
+};
+
+TEST_F(MetricsServerRoutesTest, PagesComeFromTheRoutesWithTheirTypeAndNoStore) {
+  const std::string page = request("GET /?refresh=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(page.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << page;
+  EXPECT_NE(page.find("Content-Type: text/html; charset=utf-8\r\n"), std::string::npos) << page;
+  EXPECT_NE(page.find("Cache-Control: no-store\r\n"), std::string::npos) << page;
+  EXPECT_NE(page.find("\r\n\r\n<html>view</html>"), std::string::npos) << page;
+  const std::string api = request("GET /api/v1/services HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_NE(api.find("Content-Type: application/json\r\n"), std::string::npos) << api;
+  EXPECT_NE(api.find("\r\n\r\n{\"services\":[]}"), std::string::npos) << api;
+  const std::string gone = request("GET /api/v1/services/gone HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(gone.rfind("HTTP/1.1 404 Not Found\r\n", 0), 0u) << gone;
+  EXPECT_NE(gone.find("{\"error\":\"no service\"}"), std::string::npos) << gone;
+  const std::string none = request("GET /nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(none.rfind("HTTP/1.1 404 Not Found\r\n", 0), 0u) << none;
+  const std::string boom = request("GET /boom HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(boom.rfind("HTTP/1.1 500 Internal Server Error\r\n", 0), 0u) << boom;
+  EXPECT_NE(boom.find("status unavailable"), std::string::npos) << boom;
+  const std::string metrics = request("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_NE(metrics.find("\r\n\r\n# metrics\n"), std::string::npos) << metrics;
+  // The query is not part of the path; /metrics never reaches the routes.
+  EXPECT_EQ(paths(), (std::vector<std::string>{"/", "/api/v1/services", "/api/v1/services/gone", "/nothing", "/boom"}));
+}
+
+TEST_F(MetricsServerRoutesTest, HeadSendsHeadersOnlyAndOtherMethodsNeverReachTheRoutes) {
+  const std::string head = request("HEAD /api/v1/services HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(head.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << head;
+  EXPECT_NE(head.find("Content-Length: 15\r\n"), std::string::npos) << head;
+  EXPECT_EQ(head.size(), head.find("\r\n\r\n") + 4) << "HEAD sends no body";
+  for (const char* method : {"POST", "PUT", "DELETE", "PATCH", "OPTIONS"}) {
+    const std::string res = request(std::string(method) +
+                                    " /api/v1/services HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                                    "Connection: close\r\n\r\n{}");
+    EXPECT_EQ(res.rfind("HTTP/1.1 405 Method Not Allowed\r\n", 0), 0u) << method << ": " << res;
+    EXPECT_NE(res.find("Allow: GET, HEAD\r\n"), std::string::npos) << res;
+  }
+  EXPECT_EQ(paths(), (std::vector<std::string>{"/api/v1/services"})) << "only the HEAD was routed";
+}
+
+}  // namespace
+}  // namespace veer::net

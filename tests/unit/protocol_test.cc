@@ -389,4 +389,10 @@ TEST(ProtocolIssue4, PushEventsAbSwitchForce) {
   EXPECT_TRUE(std::get<SwitchRequest>(parse_request(R"({"cmd":"switch","service":"m","variant":"g","force":true})")).force);
   EXPECT_FALSE(std::get<SwitchRequest>(parse_request(R"({"cmd":"switch","service":"m","variant":"g"})")).force);
   EXPECT_EQ(command_name(Request{AbRequest{"m"}}), "ab");
+
+  EXPECT_EQ(std::get<ViewRequest>(parse_request(R"({"cmd":"view","service":"m"})")).service, "m");
+  EXPECT_THROW(parse_request(R"({"cmd":"view"})"), ProtocolError);
+  EXPECT_THROW(parse_request(R"({"cmd":"view","service":7})"), ProtocolError);
+  EXPECT_EQ(command_name(Request{ViewRequest{"m"}}), "view");
+  EXPECT_EQ(to_json(Request{ViewRequest{"m"}}), (nlohmann::json{{"cmd", "view"}, {"service", "m"}}));
 }

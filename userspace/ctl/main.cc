@@ -9,7 +9,9 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <iostream>
 #include <optional>
 #include <string>
@@ -23,6 +25,8 @@
 #include "rollout/gate_inputs.h"
 #include "control/completion.h"
 #include "control/protocol.h"
+#include "veer/view_assets.h"
+#include "view/documents.h"
 
 namespace po = boost::program_options;
 using namespace veer;
@@ -51,6 +55,7 @@ const char* kUsage =
     "  drain SERVICE BACKEND [--undo]\n"
     "  reload\n"
     "  nodes                 fleet mode: every node's applied versions and report age\n"
+    "  report SERVICE -o FILE   one self-contained HTML page of the last rollout (docs/view.md)\n"
     "  ping\n"
     "  shutdown [--unload]   veerd exits; the data plane keeps forwarding on pinned state,\n"
     "                        or with --unload every program is detached and every pin removed\n"
@@ -67,6 +72,7 @@ void expect_args(const std::string& cmd, const std::vector<std::string>& args, s
 struct Flags {
   bool force = false, undo = false, unload = false, full = false, watch = false, follow = false, adopt = false;
   uint64_t since = 0;
+  std::optional<std::string> output;  // report -o FILE
 };
 
 Request build_request(const std::string& cmd, const std::vector<std::string>& args, const Flags& flags) {
@@ -76,6 +82,12 @@ Request build_request(const std::string& cmd, const std::vector<std::string>& ar
   if (flags.adopt && cmd != "weights") throw UsageError("--adopt only applies to weights");
   if ((flags.follow || flags.since) && cmd != "events") throw UsageError("--follow/--since only apply to events");
   if (flags.full && cmd != "rollout") throw UsageError("--full only applies to rollout promote");
+  if (flags.output && cmd != "report") throw UsageError("-o/--output only applies to report");
+  if (cmd == "report") {
+    expect_args(cmd, args, 1, 1);
+    if (!flags.output || flags.output->empty()) throw UsageError("report needs -o FILE");
+    return ViewRequest{args[0]};
+  }
   if (cmd == "rollout") {
     expect_args(cmd, args, 2, 2);
     RolloutRequest r;
@@ -349,6 +361,56 @@ int print_completion_names(const std::string& socket_path, const std::vector<std
   return kExitOk;
 }
 
+// veerctl report: the service's view document (the `view` command) written
+// into one HTML file with the live view's renderer inlined: no server, no
+// fetch. Written to a temporary file beside FILE and renamed over it, so a
+// failure leaves FILE as it was.
+int write_report(const std::string& socket_path, const ViewRequest& r, const std::string& file) {
+  Answer a;
+  try {
+    a = ask(socket_path, r);
+  } catch (const std::exception& e) {
+    std::cerr << "veerctl: " << e.what() << "\n";
+    return kExitRefused;
+  }
+  if (!a.result.is_object() || a.result.value("rollout", nlohmann::json()).is_null()) {
+    std::cerr << "veerctl: service \"" << r.service << "\" has had no rollout yet (no \"started\" event in its log): "
+              << "nothing to report\n";
+    return kExitRefused;
+  }
+  const auto page = view_assets::get("index.html");
+  const auto css = view_assets::get("veer-view.css");
+  const auto js = view_assets::get("veer-view.js");
+  if (!page || !css || !js) {
+    std::cerr << "veerctl: this build lacks the live view's assets\n";
+    return kExitRefused;
+  }
+  const std::string html = view::report_html(*page, *css, *js, a.result);
+  const std::string tmp = file + ".tmp." + std::to_string(::getpid());
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (out) out.write(html.data(), static_cast<std::streamsize>(html.size()));
+    out.close();
+    if (!out) {
+      const std::string why = std::strerror(errno);
+      std::remove(tmp.c_str());
+      std::cerr << "veerctl: cannot write " << file << ": " << why << "\n";
+      return kExitRefused;
+    }
+  }
+  if (std::rename(tmp.c_str(), file.c_str()) != 0) {
+    const std::string why = std::strerror(errno);
+    std::remove(tmp.c_str());
+    std::cerr << "veerctl: cannot write " << file << ": " << why << "\n";
+    return kExitRefused;
+  }
+  const auto& outcome = a.result["rollout"]["outcome"];
+  std::cout << "wrote " << file << " (" << html.size() << " bytes): the last rollout of " << r.service << ", "
+            << (outcome.is_null() ? std::string("still running") : outcome.value("kind", std::string())) << ", "
+            << a.result["rollout"]["steps"].size() << " weight change(s)\n";
+  return kExitOk;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -364,6 +426,7 @@ int main(int argc, char** argv) {
       ("watch,w", "status: redraw in place every interval (1 s) until Ctrl-C")     //
       ("follow,f", "events: keep printing new events until Ctrl-C")               //
       ("since", po::value<uint64_t>(), "events: from this sequence number on")    //
+      ("output,o", po::value<std::string>(), "report: the HTML file to write")    //
       ("undo", "drain: take the backend back into service")                     //
       ("unload", "shutdown: detach every program and remove every pin and map first");
   po::options_description hidden;
@@ -411,6 +474,7 @@ int main(int argc, char** argv) {
   flags.watch = vm.count("watch") > 0;
   flags.follow = vm.count("follow") > 0;
   if (vm.count("since")) flags.since = vm["since"].as<uint64_t>();
+  if (vm.count("output")) flags.output = vm["output"].as<std::string>();
   Request request;
   try {
     request = build_request(cmd, args, flags);
@@ -420,6 +484,13 @@ int main(int argc, char** argv) {
   }
 
   if (flags.watch) return watch_status(socket_path, request);
+  if (cmd == "report") {
+    if (vm.count("json")) {
+      std::cerr << "veerctl: --json does not apply to report (it writes FILE)\n" << kUsage;
+      return kExitUsage;
+    }
+    return write_report(socket_path, std::get<ViewRequest>(request), *flags.output);
+  }
   if (cmd == "events") return print_events(socket_path, std::get<EventsRequest>(request), flags.follow, vm.count("json") > 0);
 
   std::string line;

@@ -176,6 +176,7 @@ json Daemon::dispatch(const protocol::Request& request) {
         if constexpr (std::is_same_v<T, protocol::PushRequest>) return push(r);
         if constexpr (std::is_same_v<T, protocol::EventsRequest>) return events(r);
         if constexpr (std::is_same_v<T, protocol::AbRequest>) return ab(r);
+        if constexpr (std::is_same_v<T, protocol::ViewRequest>) return view(r);
         if constexpr (std::is_same_v<T, protocol::NodesRequest>)
           throw ProtocolError(ErrorCode::Refused, "nodes: this veerd is not in a fleet (no cluster: section)");
       },

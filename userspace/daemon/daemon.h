@@ -27,6 +27,7 @@
 #include "control/protocol.h"
 #include "tables/service_tables.h"
 #include "control/state_file.h"
+#include "view/history.h"
 
 namespace veer {
 namespace fleet {
@@ -73,6 +74,16 @@ class Daemon {
 
   // veer's own metrics (SPEC §7) in the Prometheus text format.
   std::string render_metrics() const;
+
+  // The live view (daemon_view.cc, docs/view.md): what GET PATH on
+  // metrics_listen answers (the page, its assets, the /api/v1/ documents), or
+  // nullopt for a 404. Reads only; nothing a request does changes state.
+  struct ViewPage {
+    unsigned status = 200;
+    std::string content_type;
+    std::string body;
+  };
+  std::optional<ViewPage> view_page(std::string_view path);
 
   // Fleet mode: leaves the fleet before veerd exits (revokes the lease: the
   // report and, on the leader, the leader key go at once, so another node
@@ -124,6 +135,7 @@ class Daemon {
   nlohmann::json push(const protocol::PushRequest& r);
   nlohmann::json events(const protocol::EventsRequest& r);
   nlohmann::json ab(const protocol::AbRequest& r);
+  nlohmann::json view(const protocol::ViewRequest& r);
 
   Service& service_named(const std::string& name);  // throws not_found
   // What a table command asks for, validated (throws ProtocolError).
@@ -167,6 +179,12 @@ class Daemon {
   void record_event(const std::string& service, const std::string& kind, const std::string& message,
                     const std::map<std::string, double>& values, int64_t time_ms = 0);
   void collect_handshakes();
+
+  // The live view (daemon_view.cc): a sample of every service into its
+  // history each second, and the documents of the API and of `view`.
+  void sample_views();
+  nlohmann::json view_document(const Service& s) const;
+  nlohmann::json view_nodes();  // fleet mode: the last nodes answer, refreshed when older than a second
 
   // Fleet mode (daemon_fleet.cc): the node's etcd membership, the version
   // fence of each service, its reports.
@@ -226,6 +244,11 @@ class Daemon {
   boost::asio::io_context* io_ = nullptr;  // set by run_on
   std::unique_ptr<boost::asio::steady_timer> handshake_timer_;
   EventLog events_;
+  std::unique_ptr<boost::asio::steady_timer> view_timer_;
+  std::map<std::string, view::History> histories_;  // per service name
+  nlohmann::json view_nodes_ = nullptr;                // fleet mode: last `nodes` result (or its error)
+  int64_t view_nodes_at_ms_ = 0;
+  bool view_nodes_pending_ = false;
   std::unique_ptr<EventFile> event_file_;
   std::string event_file_problem_;
 };

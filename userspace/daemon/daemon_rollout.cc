@@ -162,6 +162,8 @@ void Daemon::run_on(boost::asio::io_context& io) {
   }
   handshake_timer_ = std::make_unique<boost::asio::steady_timer>(io);
   collect_handshakes();
+  view_timer_ = std::make_unique<boost::asio::steady_timer>(io);
+  sample_views();
   fleet_run(io);
 }
 

@@ -200,9 +200,16 @@ int main(int argc, char** argv) {
   //     touched: a port in use stops veerd with nothing attached.
   asio::io_context io;
   std::unique_ptr<veer::Daemon> daemon;
-  auto metrics_server = std::make_unique<veer::net::MetricsServer>(io, [&daemon] {
-    return daemon ? daemon->render_metrics() : std::string();
-  });
+  // It also serves the live view (/, /assets/, /api/v1/: docs/view.md), read-only.
+  auto metrics_server = std::make_unique<veer::net::MetricsServer>(
+      io, [&daemon] { return daemon ? daemon->render_metrics() : std::string(); },
+      [&daemon](std::string_view path) -> std::optional<veer::net::MetricsServer::Page> {
+        if (!daemon) return std::nullopt;
+        auto page = daemon->view_page(path);
+        if (!page) return std::nullopt;
+        return veer::net::MetricsServer::Page{page->status, std::move(page->content_type), std::move(page->body)};
+      },
+      veer::net::MetricsServer::Options{});
   try {
     metrics_server->start(config.node.metrics_listen);
     spdlog::info("metrics on http://{}/metrics", config.node.metrics_listen);

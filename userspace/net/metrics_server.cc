@@ -33,6 +33,7 @@ class Session;
 
 struct MetricsServer::Shared {
   MetricsServer::RenderCallback render;
+  MetricsServer::RouteCallback routes;  // may be empty
   MetricsServer::Options options;
   bool stopped = false;
   // Live sessions; a session removes itself when it ends.
@@ -134,18 +135,40 @@ class Session : public std::enable_shared_from_this<Session> {
         body = std::string("error rendering metrics: ") + e.what() + "\n";
         spdlog::warn("metrics: render failed: {}", e.what());
       }
+    } else if (shared_->routes) {
+      try {
+        if (auto page = shared_->routes(target)) {
+          res->result(static_cast<http::status>(page->status));
+          res->set(http::field::content_type, page->content_type);
+          // Live data: a browser or proxy must ask again, not reuse an old answer.
+          res->set(http::field::cache_control, "no-store");
+          res->set("X-Content-Type-Options", "nosniff");
+          body = std::move(page->body);
+        } else {
+          not_found(*res, body);
+        }
+      } catch (const std::exception& e) {
+        res->result(http::status::internal_server_error);
+        res->set(http::field::content_type, "text/plain; charset=utf-8");
+        body = std::string("error rendering ") + std::string(target) + ": " + e.what() + "\n";
+        spdlog::warn("metrics: route {} failed: {}", target, e.what());
+      }
     } else if (target == "/") {
       res->result(http::status::ok);
       res->set(http::field::content_type, "text/html; charset=utf-8");
       body = std::string(kIndexPage);
     } else {
-      res->result(http::status::not_found);
-      res->set(http::field::content_type, "text/plain; charset=utf-8");
-      body = "not found; try /metrics\n";
+      not_found(*res, body);
     }
     res->content_length(body.size());
     if (!head) res->body() = std::move(body);
     write(std::move(res));
+  }
+
+  static void not_found(http::response<http::string_body>& res, std::string& body) {
+    res.result(http::status::not_found);
+    res.set(http::field::content_type, "text/plain; charset=utf-8");
+    body = "not found; try /metrics\n";
   }
 
   // After a request that could not be read whole the stream's state is
@@ -186,8 +209,12 @@ MetricsServer::MetricsServer(asio::io_context& io, RenderCallback render)
     : MetricsServer(io, std::move(render), Options{}) {}
 
 MetricsServer::MetricsServer(asio::io_context& io, RenderCallback render, Options options)
+    : MetricsServer(io, std::move(render), RouteCallback{}, options) {}
+
+MetricsServer::MetricsServer(asio::io_context& io, RenderCallback render, RouteCallback routes, Options options)
     : io_(io), acceptor_(io), retry_timer_(io), shared_(std::make_shared<Shared>()) {
   shared_->render = std::move(render);
+  shared_->routes = std::move(routes);
   shared_->options = options;
 }
 

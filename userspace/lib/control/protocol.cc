@@ -214,6 +214,7 @@ Request parse_request(std::string_view line) {
     return r;
   }
   if (cmd == "ab") return AbRequest{required_string(req, "service")};
+  if (cmd == "view") return ViewRequest{required_string(req, "service")};
   if (cmd == "which") {
     WhichRequest r;
     r.service = required_string(req, "service");
@@ -261,6 +262,7 @@ std::string command_name(const Request& request) {
                         [](const EventsRequest&) { return "events"; },
                         [](const AbRequest&) { return "ab"; },
                         [](const NodesRequest&) { return "nodes"; },
+                        [](const ViewRequest&) { return "view"; },
                     },
                     request);
 }
@@ -305,6 +307,7 @@ json to_json(const Request& request) {
                    if (r.limit) j["limit"] = *r.limit;
                  },
                  [&](const AbRequest& r) { j["service"] = r.service; },
+                 [&](const ViewRequest& r) { j["service"] = r.service; },
                  [&](const WhichRequest& r) {
                    j["service"] = r.service;
                    if (r.client_port) {

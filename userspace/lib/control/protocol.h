@@ -105,10 +105,16 @@ struct AbRequest {
 };
 // Fleet mode: every node's report in etcd, as this node reads it.
 struct NodesRequest {};
+// The live view's document of one service (docs/view.md; the same JSON as
+// GET /api/v1/services/NAME): status, history, the last rollout's events,
+// steps, gates and outcome, the A/B report. Read-only; `veerctl report`.
+struct ViewRequest {
+  std::string service;
+};
 
 using Request = std::variant<PingRequest, StatusRequest, WeightsRequest, SwitchRequest, WhichRequest,
                              DrainRequest, ReloadRequest, ShutdownRequest, RolloutRequest, PushRequest,
-                             EventsRequest, AbRequest, NodesRequest>;
+                             EventsRequest, AbRequest, NodesRequest, ViewRequest>;
 
 // Parses one request line (trailing "\n" / "\r\n" allowed). Throws
 // ProtocolError: too_large, bad_json, bad_request (message names the field),

@@ -3,8 +3,11 @@
 // (veerd's single-threaded loop).
 //
 //   GET /metrics  -> 200, text/plain; version=0.0.4, body from the render callback
-//   GET /         -> 200, a short HTML index
-//   other paths   -> 404; methods other than GET and HEAD -> 405 (Allow: GET, HEAD)
+//   other paths   -> the route callback's page (veerd's live view: /, /assets/...,
+//                    /api/v1/..., docs/view.md), 404 when it has none; without a route
+//                    callback, / is a short HTML index
+//   methods other than GET and HEAD -> 405 (Allow: GET, HEAD): nothing served here
+//   can change state
 //
 // A scrape costs one render call on the loop thread. Hostile or slow clients
 // are bounded: a request (header + body) must arrive whole within
@@ -23,6 +26,7 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -34,6 +38,17 @@ class MetricsServer {
   // exception becomes a 500 whose body is its message.
   using RenderCallback = std::function<std::string()>;
 
+  // What a route answers: status, Content-Type and body.
+  struct Page {
+    unsigned status = 200;
+    std::string content_type;
+    std::string body;
+  };
+  // PATH (the request target without its query) -> its page, or nullopt for
+  // a 404. Called on the io_context's thread for GET and HEAD only (HEAD
+  // sends the headers of the same page). An exception becomes a 500.
+  using RouteCallback = std::function<std::optional<Page>(std::string_view path)>;
+
   struct Options {
     std::size_t max_connections = 64;
     std::size_t max_request_header_bytes = 8 * 1024;
@@ -44,6 +59,7 @@ class MetricsServer {
 
   MetricsServer(boost::asio::io_context& io, RenderCallback render);
   MetricsServer(boost::asio::io_context& io, RenderCallback render, Options options);
+  MetricsServer(boost::asio::io_context& io, RenderCallback render, RouteCallback routes, Options options);
   ~MetricsServer();  // stop()
   MetricsServer(const MetricsServer&) = delete;
   MetricsServer& operator=(const MetricsServer&) = delete;
