@@ -118,7 +118,7 @@ class TestCompletionWithoutDaemon(unittest.TestCase):
         self.assertEqual(complete(f"{ARGS.veerctl} "), commands)
         self.assertEqual(complete(f"{ARGS.veerctl} st"), ["status"])
         self.assertEqual(complete(f"{ARGS.veerctl} --json s"), ["status", "switch", "shutdown"])
-        self.assertEqual(complete(f"{self.v} r"), ["rollout", "reload"])
+        self.assertEqual(complete(f"{self.v} r"), ["rollout", "reload", "report"])
 
     def test_options_per_command(self):
         globals_ = ["--socket", "--json", "--help", "--version"]
