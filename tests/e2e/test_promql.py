@@ -151,25 +151,27 @@ class TestPromqlErrorsAbort(PromqlCase):
 
 
 class TestPromqlPredictionDrift(PromqlCase):
-    """(b) prediction_kl from a PromQL vector by class: same distribution passes, a drift aborts."""
+    """(b) prediction_kl and (issue 13 (h)) prediction_psi from a PromQL vector by class: the same distribution
+    passes both, a drift aborts (PSI > 0.25, "major", usually first: it is about twice the KL)."""
     prefix = "ve2e-pqb"
-    GATES = promql_gate("drift", "prediction_kl",
-                        'sum by (class) (increase(model_predictions_total{job="{{variant}}"}[10s]))',
-                        ", label: class, min_samples: 50, max: 0.2")
+    CLASSES = 'sum by (class) (increase(model_predictions_total{job="{{variant}}"}[10s]))'
+    GATES = (promql_gate("drift", "prediction_kl", CLASSES, ", label: class, min_samples: 50, max: 0.2")
+             + promql_gate("psi", "prediction_psi", CLASSES, ", label: class, min_samples: 50, max: 0.25"))
 
     def test_prediction_drift_aborts(self):
         for v in ("blue", "canary"):
             self.tb.knobs(v, "predictions=cat:0.7,dog:0.3")
         traffic = self.start_rollout(250, 120)
-        svc, _ = self.wait_status("drift gate Successful",
-                                  lambda s: s["rollout"]["gates"][0]["last_result"] == "Successful", 20)
+        svc, _ = self.wait_status("drift gates Successful",
+                                  lambda s: all(g["last_result"] == "Successful" for g in s["rollout"]["gates"]), 20)
         time.sleep(3)  # more evaluations of one distribution: no false alarm
         svc = self.status()
-        gate = self.gate(svc, "drift")
-        print(f"  same distribution: {e2e.format_rollout(svc)}; {gate}", flush=True)
+        print(f"  same distribution: {e2e.format_rollout(svc)}", flush=True)
         self.assertEqual(svc["rollout"]["phase"], "WaitingForPromotion")
-        self.assertEqual(gate["failures"], 0, gate)
-        self.assertLess(gate["value"], 0.2, gate)
+        for name, bound in (("drift", 0.2), ("psi", 0.25)):
+            gate = self.gate(svc, name)
+            self.assertEqual(gate["failures"], 0, gate)
+            self.assertLess(gate["value"], bound, gate)
         since = svc["rollout"].get("events_next", 0)
 
         t_change, _ = self.tb.knobs_timed("canary", {"predictions": "cat:0.2,dog:0.8"})  # KL = 0.53 once settled
@@ -177,8 +179,11 @@ class TestPromqlPredictionDrift(PromqlCase):
         event = self.abort_event(since)
         print(f"  drift -> aborted {time.time() - t_change:.2f} s later: {event['message']} {event['values']}",
               flush=True)
-        self.assertIn("drift", event["message"])
-        self.assertGreater(event["values"]["value"], 0.2, event)
+        self.assertRegex(event["message"], r"gate (drift|psi) failed")
+        self.assertGreater(event["values"]["value"], event["values"]["max"], event)
+        psi = self.gate(svc, "psi")
+        self.assertGreater(psi["value"], 0.25, psi)
+        print(f"  at the abort: psi {psi['value']:.3f}, kl {self.gate(svc, 'drift')['value']:.3f}", flush=True)
         # Prometheus holds both classes for the canary: what the gate's vector was made of.
         classes = {r["metric"]["class"] for r in
                    self.prom.query('sum by (class) (model_predictions_total{job="canary"})')["result"]}

@@ -218,7 +218,7 @@ TEST(PromqlConfig, RefusesWhatCannotWork) {
   EXPECT_NE(refusal("- { metric: e, " + ok + ", min_samples: 10 }").find("carries no sample count"), std::string::npos);
   EXPECT_NE(refusal("- { metric: e, " + ok + ", series: x }").find("applies only to source prometheus"),
             std::string::npos);
-  EXPECT_NE(refusal("- { metric: e, " + ok + ", label: class }").find("prediction_kl"), std::string::npos);
+  EXPECT_NE(refusal("- { metric: e, " + ok + ", label: class }").find("prediction_* drift"), std::string::npos);
   EXPECT_NE(refusal("- { metric: prediction_kl, " + ok + " }").find("needs 'label'"), std::string::npos);
   EXPECT_NE(refusal("- { metric: error_rate, source: kernel, max: 1, query: up }").find("applies only to source promql"),
             std::string::npos);

@@ -60,7 +60,7 @@ const std::vector<GateConfig>* gates_now(const RolloutEngine& e) {
   return nullptr;
 }
 
-bool needs_stable(const GateConfig& g) { return g.relative || g.metric == "prediction_kl"; }
+bool needs_stable(const GateConfig& g) { return g.relative || is_label_metric(g.metric); }
 
 const std::vector<std::string>& phase_names() {
   static const std::vector<std::string> names = [] {

@@ -728,7 +728,8 @@ GateConfig Parser::parse_gate(const YAML::Node& n, const ServiceConfig& svc, con
       fail(where(*f), "gate name '" + g.name + "' is invalid (1..64 of A-Z a-z 0-9 _ . : -)");
   }
   const std::string what = "gate '" + g.name + "'";
-  const bool kl = g.metric == "prediction_kl";
+  // A drift gate over label counts (prediction_kl and its siblings): KL-like rules.
+  const bool kl = is_label_metric(g.metric);
 
   // Source: required unless it has an obvious default (the kernel for what
   // the kernel measures; the probes in a pre-promotion).
@@ -769,7 +770,8 @@ GateConfig Parser::parse_gate(const YAML::Node& n, const ServiceConfig& svc, con
     else if (f.key == "min_samples") g.min_samples = integer(f, what + ": min_samples", 0, 1000000000000ull, false);
     else if (f.key == "relative") g.relative = boolean(f, what + ": relative");
     else if (f.key == "smoothing") {
-      if (!kl) fail(f.key_mark, what + ": smoothing applies only to prediction_kl");
+      if (g.metric != "prediction_kl" && g.metric != "prediction_psi")
+        fail(f.key_mark, what + ": smoothing applies only to prediction_kl and prediction_psi");
       g.smoothing = number(f, what + ": smoothing");
       if (g.smoothing < 0) fail(where(f), what + ": smoothing must be >= 0");
     } else if (f.key == "address" || f.key == "query" || f.key == "no_data") {
@@ -787,7 +789,7 @@ GateConfig Parser::parse_gate(const YAML::Node& n, const ServiceConfig& svc, con
         fail(where(f), what + ": no_data must be inconclusive or fail; got '" + v + "'");
       }
     } else if (f.key == "label" && g.source == GateSource::PromQL) {
-      if (!kl) fail(f.key_mark, what + ": a promql gate's 'label' names the class label of a prediction_kl query");
+      if (!kl) fail(f.key_mark, what + ": a promql gate's 'label' names the class label of a prediction_* drift query");
       g.label = scalar(f, what + ": label");
       if (!valid_prometheus_name(g.label, false))
         fail(where(f), what + ": '" + g.label + "' is not a valid Prometheus label name");
@@ -795,7 +797,7 @@ GateConfig Parser::parse_gate(const YAML::Node& n, const ServiceConfig& svc, con
       const bool prometheus_like = g.source == GateSource::Prometheus || (kl && g.source == GateSource::Push);
       if (!prometheus_like || (f.key != "series" && g.source != GateSource::Prometheus))
         fail(f.key_mark, what + ": '" + f.key + "' applies only to source prometheus" +
-                             (f.key == "series" ? " (or a pushed prediction_kl)" : ""));
+                             (f.key == "series" ? " (or a pushed prediction_* drift gate)" : ""));
       std::string v = scalar(f, what + ": " + f.key);
       if (g.source == GateSource::Prometheus && !valid_prometheus_name(v, f.key != "label"))
         fail(where(f), what + ": '" + v + "' is not a valid Prometheus " + (f.key == "label" ? "label" : "metric") +
@@ -810,7 +812,7 @@ GateConfig Parser::parse_gate(const YAML::Node& n, const ServiceConfig& svc, con
     fail(where(*find("min")), what + ": min " + scalar(*find("min"), "min") + " is above max " +
                                   scalar(*find("max"), "max"));
   if (g.relative) {
-    if (kl) fail(where(*find("relative")), what + ": prediction_kl already compares with the stable variant; "
+    if (kl) fail(where(*find("relative")), what + ": " + g.metric + " already compares with the stable variant; "
                                                    "relative does not apply");
     if (ctx != GateContext::Canary)
       fail(where(*find("relative")), what + ": relative gates need the stable variant's traffic in the same "
@@ -818,7 +820,11 @@ GateConfig Parser::parse_gate(const YAML::Node& n, const ServiceConfig& svc, con
     if ((g.max && *g.max <= 0) || (g.min && *g.min < 0))
       fail(n.Mark(), what + ": relative bounds are ratios to the stable variant and must be positive");
   }
-  if (kl && g.max && *g.max < 0) fail(where(*find("max")), what + ": a KL divergence is never negative");
+  if (kl && g.max && *g.max < 0) fail(where(*find("max")), what + ": a drift measure is never negative");
+  if (g.metric == "prediction_chi2_p" && ((g.min && (*g.min <= 0 || *g.min >= 1)) || g.max))
+    fail(n.Mark(), what + ": prediction_chi2_p is a p-value: give min (0 < min < 1, e.g. 0.001), no max");
+  if (g.metric == "prediction_js" && g.max && *g.max > 0.8326)
+    fail(where(*find("max")), what + ": a Jensen-Shannon distance (natural log) never exceeds sqrt(ln 2) = 0.8326");
   if (g.source == GateSource::Prometheus) {
     if (is_latency_metric(g.metric)) {
       if (g.histogram.empty())
@@ -827,7 +833,7 @@ GateConfig Parser::parse_gate(const YAML::Node& n, const ServiceConfig& svc, con
       fail(n.Mark(), what + ": a prometheus gate needs 'series'");
     }
     if (kl && g.label.empty())
-      fail(n.Mark(), what + ": prediction_kl from prometheus needs 'label' (the label holding the class)");
+      fail(n.Mark(), what + ": " + g.metric + " from prometheus needs 'label' (the label holding the class)");
     // The daemon scrapes each variant's metrics_url; the stable's too when
     // the gate compares with it.
     const int test = svc.variant_index(test_variant);
@@ -847,7 +853,7 @@ GateConfig Parser::parse_gate(const YAML::Node& n, const ServiceConfig& svc, con
     if (g.address.empty()) fail(n.Mark(), what + ": a promql gate needs 'address' (the Prometheus server's URL)");
     if (g.query.empty()) fail(n.Mark(), what + ": a promql gate needs 'query'");
     if (kl && g.label.empty())
-      fail(n.Mark(), what + ": prediction_kl from promql needs 'label' (the label holding the class in the answer)");
+      fail(n.Mark(), what + ": " + g.metric + " from promql needs 'label' (the label holding the class in the answer)");
     // An answer is a value, not a count of what it rests on; only label counts have a size.
     if (!kl && find("min_samples"))
       fail(where(*find("min_samples")),

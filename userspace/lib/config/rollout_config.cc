@@ -128,6 +128,10 @@ bool is_latency_metric(std::string_view m) {
   return true;
 }
 
+bool is_label_metric(std::string_view m) {
+  return m == "prediction_kl" || m == "prediction_psi" || m == "prediction_js" || m == "prediction_chi2_p";
+}
+
 std::optional<double> latency_quantile(std::string_view m) {
   if (!is_latency_metric(m)) return std::nullopt;
   const auto digits = m.substr(9, m.size() - 12);

@@ -46,6 +46,9 @@ std::string format_duration(Millis d);  // 90000 -> "1m30s", 500 -> "500ms"
 bool is_latency_metric(std::string_view metric);           // latency_p<1..99>_ms
 std::optional<double> latency_quantile(std::string_view metric);  // latency_p95_ms -> 0.95
 bool is_kernel_metric(std::string_view metric);  // latency_pNN_ms, error_rate, reset_rate, handshake_timeout_rate
+// Drift metrics of a label distribution against the stable variant's:
+// prediction_kl, prediction_psi, prediction_js, prediction_chi2_p.
+bool is_label_metric(std::string_view metric);
 
 struct GateConfig {
   std::string name;    // unique in its list; defaults to `metric`

@@ -332,7 +332,7 @@ AbSnapshot ab_snapshot_of(const ServiceConfig& service, const std::vector<uint64
 }
 
 Measurement push_measurement(const PushData& window, const GateConfig& gate) {
-  if (gate.metric == "prediction_kl") {
+  if (is_label_metric(gate.metric)) {
     const std::string& series = gate.series.empty() ? std::string("prediction") : gate.series;
     auto it = window.labels.find(series);
     if (it == window.labels.end() || it->second.empty())
@@ -375,7 +375,7 @@ Measurement prometheus_measurement(const prom::ParseResult& before, const prom::
   if (!a) return Measurement::error("no series '" + gate.series + "' at the metrics_url");
   prom::Family before_family = *b;
   if (before_family.name.empty()) before_family = prom::Family{a->name, a->type, a->help, {}};
-  if (gate.metric == "prediction_kl") {
+  if (is_label_metric(gate.metric)) {
     auto labels = prom::label_distribution(prom::counter_delta(before_family, *a), gate.label);
     double total = 0;
     for (const auto& [k, c] : labels) total += c;

@@ -192,12 +192,12 @@ Measurement read_answer(unsigned http_status, std::string_view body, const GateC
   if (type == "scalar") {
     value = sample_value(result);
     if (!value) return Measurement::error("malformed scalar in the answer");
-    if (gate.metric == "prediction_kl")
-      return Measurement::error("prediction_kl needs one element per class (sum by (" + gate.label +
+    if (is_label_metric(gate.metric))
+      return Measurement::error(gate.metric + " needs one element per class (sum by (" + gate.label +
                                 ") (...)), the query returned a scalar");
   } else if (type == "vector") {
     if (!result.is_array()) return Measurement::error("malformed vector in the answer");
-    if (gate.metric == "prediction_kl") return label_counts(result, gate);
+    if (is_label_metric(gate.metric)) return label_counts(result, gate);
     if (result.empty()) return no_data(gate);
     if (result.size() > 1) {
       std::string shown;

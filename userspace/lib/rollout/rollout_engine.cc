@@ -80,7 +80,7 @@ GateStatus evaluate_gate(const GateConfig& gate, const std::optional<GateMeasure
     return st;
   };
   if (!m) return inconclusive("no data");
-  const bool kl = gate.metric == "prediction_kl";
+  const bool kl = is_label_metric(gate.metric);  // a drift measure of label counts against the stable's
   const bool needs_stable = kl || gate.relative;
 
   if (m->test.status == Measurement::Status::Error) return error(m->test.reason.empty() ? "source error" : m->test.reason);
@@ -112,7 +112,12 @@ GateStatus evaluate_gate(const GateConfig& gate, const std::optional<GateMeasure
   if (kl) {
     if (m->test.labels.empty() || m->stable->labels.empty()) return inconclusive("no label counts");
     try {
-      st.value = stats::kl_divergence(m->test.labels, m->stable->labels, gate.smoothing);
+      const auto& test = m->test.labels;
+      const auto& stable = m->stable->labels;
+      if (gate.metric == "prediction_psi") st.value = stats::population_stability_index(test, stable, gate.smoothing);
+      else if (gate.metric == "prediction_js") st.value = stats::jensen_shannon_distance(test, stable);
+      else if (gate.metric == "prediction_chi2_p") st.value = stats::label_chi_square_p(test, stable);
+      else st.value = stats::kl_divergence(test, stable, gate.smoothing);
     } catch (const std::invalid_argument& e) {
       return error(std::string("bad label counts: ") + e.what());
     }

@@ -249,21 +249,35 @@ SrmResult sample_ratio_mismatch(const std::vector<uint64_t>& flows, const std::v
   return SrmResult{r.p_value, r.significant};
 }
 
-double kl_divergence(const std::map<std::string, double>& p, const std::map<std::string, double>& q,
-                     double smoothing) {
-  if (!std::isfinite(smoothing) || smoothing < 0.0)
-    throw std::invalid_argument("kl_divergence: smoothing must be finite and >= 0");
-  // The union of labels, with both sides' counts (absent = 0).
+namespace {
+// The union of P's and Q's labels with both sides' counts (absent = 0);
+// throws (naming WHAT) for a negative or non-finite count.
+std::map<std::string, std::pair<double, double>> joint_counts(const std::map<std::string, double>& p,
+                                                              const std::map<std::string, double>& q,
+                                                              const char* what) {
   std::map<std::string, std::pair<double, double>> counts;
-  auto add = [&counts](const std::map<std::string, double>& side, bool is_p) {
+  auto add = [&](const std::map<std::string, double>& side, bool is_p) {
     for (const auto& [label, count] : side) {
       if (!std::isfinite(count) || count < 0.0)
-        throw std::invalid_argument("kl_divergence: count of label '" + label + "' must be finite and >= 0");
+        throw std::invalid_argument(std::string(what) + ": count of label '" + label + "' must be finite and >= 0");
       (is_p ? counts[label].first : counts[label].second) = count;
     }
   };
   add(p, true);
   add(q, false);
+  return counts;
+}
+
+void check_smoothing(double smoothing, const char* what) {
+  if (!std::isfinite(smoothing) || smoothing < 0.0)
+    throw std::invalid_argument(std::string(what) + ": smoothing must be finite and >= 0");
+}
+}  // namespace
+
+double kl_divergence(const std::map<std::string, double>& p, const std::map<std::string, double>& q,
+                     double smoothing) {
+  check_smoothing(smoothing, "kl_divergence");
+  const auto counts = joint_counts(p, q, "kl_divergence");
   if (counts.empty()) return 0.0;
   double p_total = 0.0, q_total = 0.0;
   for (const auto& [label, pq] : counts) {
@@ -281,6 +295,67 @@ double kl_divergence(const std::map<std::string, double>& p, const std::map<std:
   }
   // Rounding can leave a tiny negative value for identical distributions.
   return std::max(0.0, kl);
+}
+
+double population_stability_index(const std::map<std::string, double>& p, const std::map<std::string, double>& q,
+                                  double smoothing) {
+  check_smoothing(smoothing, "population_stability_index");
+  const auto counts = joint_counts(p, q, "population_stability_index");
+  double p_total = 0.0, q_total = 0.0;
+  for (const auto& [label, pq] : counts) {
+    p_total += pq.first + smoothing;
+    q_total += pq.second + smoothing;
+  }
+  if (!(p_total > 0.0) && !(q_total > 0.0)) return 0.0;
+  if (!(p_total > 0.0) || !(q_total > 0.0)) return kInf;
+  double psi = 0.0;
+  for (const auto& [label, pq] : counts) {
+    const double pi = (pq.first + smoothing) / p_total, qi = (pq.second + smoothing) / q_total;
+    if (pi == qi) continue;  // also both 0
+    if (pi == 0.0 || qi == 0.0) return kInf;
+    psi += (pi - qi) * std::log(pi / qi);
+  }
+  return std::max(0.0, psi);
+}
+
+double jensen_shannon_distance(const std::map<std::string, double>& p, const std::map<std::string, double>& q) {
+  const auto counts = joint_counts(p, q, "jensen_shannon_distance");
+  double p_total = 0.0, q_total = 0.0;
+  for (const auto& [label, pq] : counts) {
+    p_total += pq.first;
+    q_total += pq.second;
+  }
+  if (!(p_total > 0.0) && !(q_total > 0.0)) return 0.0;
+  if (!(p_total > 0.0) || !(q_total > 0.0)) return std::sqrt(std::log(2.0));
+  // JS = (KL(p||m) + KL(q||m)) / 2 with m the mean: every m_i > 0 where p_i or q_i is.
+  double js = 0.0;
+  for (const auto& [label, pq] : counts) {
+    const double pi = pq.first / p_total, qi = pq.second / q_total, mi = (pi + qi) / 2;
+    if (pi > 0.0) js += pi * std::log(pi / mi) / 2;
+    if (qi > 0.0) js += qi * std::log(qi / mi) / 2;
+  }
+  return std::sqrt(std::max(0.0, js));
+}
+
+double label_chi_square_p(const std::map<std::string, double>& p, const std::map<std::string, double>& q) {
+  const auto counts = joint_counts(p, q, "label_chi_square_p");
+  double p_total = 0.0, q_total = 0.0;
+  size_t labels = 0;
+  for (const auto& [label, pq] : counts) {
+    p_total += pq.first;
+    q_total += pq.second;
+    if (pq.first + pq.second > 0.0) ++labels;
+  }
+  if (labels < 2 || !(p_total > 0.0) || !(q_total > 0.0)) return 1.0;
+  const double total = p_total + q_total;
+  double x2 = 0.0;
+  for (const auto& [label, pq] : counts) {
+    const double column = pq.first + pq.second;
+    if (!(column > 0.0)) continue;
+    const double ep = p_total * column / total, eq = q_total * column / total;
+    x2 += (pq.first - ep) * (pq.first - ep) / ep + (pq.second - eq) * (pq.second - eq) / eq;
+  }
+  return chi2_sf(x2, static_cast<double>(labels - 1));
 }
 
 }  // namespace veer::stats

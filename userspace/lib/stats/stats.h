@@ -122,4 +122,24 @@ SrmResult sample_ratio_mismatch(const std::vector<uint64_t>& flows, const std::v
 double kl_divergence(const std::map<std::string, double>& p, const std::map<std::string, double>& q,
                      double smoothing = 1.0);
 
+// Population stability index over the union of labels:
+// sum_i (p_i - q_i) ln(p_i / q_i) of the smoothed shares (as kl_divergence
+// smooths them), i.e. KL(p||q) + KL(q||p). The field's reading: < 0.1
+// insignificant, 0.1-0.25 moderate, > 0.25 major. No labels -> 0; a label
+// with mass on one side only and smoothing 0 -> +inf. Bad counts throw.
+double population_stability_index(const std::map<std::string, double>& p, const std::map<std::string, double>& q,
+                                  double smoothing = 1.0);
+
+// Jensen-Shannon distance: sqrt of the JS divergence in nats (as
+// scipy.spatial.distance.jensenshannon, which Evidently and NannyML use),
+// symmetric, finite with unseen labels, bounded by sqrt(ln 2) = 0.8326.
+// No mass on a side -> 0 when both are empty, else the bound. Bad counts throw.
+double jensen_shannon_distance(const std::map<std::string, double>& p, const std::map<std::string, double>& q);
+
+// p-value of the chi-square test of homogeneity of the 2 x k table of label
+// counts (p's row against q's), df = k - 1 over the labels either side saw.
+// Fewer than two labels, or a side without counts -> 1 (nothing to tell
+// apart). Bad counts throw.
+double label_chi_square_p(const std::map<std::string, double>& p, const std::map<std::string, double>& q);
+
 }  // namespace veer::stats
